@@ -1,0 +1,199 @@
+"""The training loop: Adam on the negative ELBO (or IWAE bound), validation every epoch,
+exact resume from the last checkpoint.
+
+    for epoch:  for batch:  loss = -mean_b objective(model, x_b);  Adam step
+                validate (ELBO on the held-out split);  log;  checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from vaekit.config import RunConfig
+from vaekit.data.pipeline import BatchLoader, PreparedData, prepare_data
+from vaekit.errors import CheckpointError, ConfigError
+from vaekit.evaluation.metrics import elbo_terms, to_bits_per_dim
+from vaekit.models import build_model
+from vaekit.models.vae import VAE
+from vaekit.objectives import elbo, iwae_bound
+from vaekit.train.checkpoint import (
+    checkpoint_dir,
+    load_trainer_state,
+    load_weights,
+    save_checkpoint,
+)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: VAE
+    data: PreparedData
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; a missing GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available",
+                          "use --device cpu (or auto)")
+    return device
+
+
+def loss_fn(model: VAE, x: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
+    """Negative objective, mean over the batch (nats per example)."""
+    t = cfg.train
+    if t.objective == "iwae":
+        return -iwae_bound(model, x, t.iwae_k).mean()
+    return -elbo(model, x, beta=t.beta, kl=t.kl).value.mean()
+
+
+def train_epoch(model: VAE, opt: torch.optim.Optimizer, loader: BatchLoader, cfg: RunConfig,
+                bar: tqdm, on_step=None) -> torch.Tensor:
+    """One pass over the training data; returns the summed loss as a device tensor (no sync)."""
+    model.train()
+    total = torch.zeros((), device=loader.raw.device)
+    for x in loader.epoch():
+        loss = loss_fn(model, x, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        total += loss.detach() * len(x)
+        bar.update(1)
+        if bar.n % 50 == 0:  # one host sync every 50 steps for the live loss
+            bar.set_postfix(loss=f"{loss.item():.2f}")
+        if on_step is not None:
+            on_step(bar.n)
+    return total
+
+
+def validate(model: VAE, data: PreparedData, cfg: RunConfig) -> dict[str, float]:
+    """Mean validation ELBO (nats/example, and bits/dim when they apply)."""
+    if len(data.val) == 0:
+        return {}
+    model.eval()
+    v = elbo_terms(model, data.val, cfg.train.eval_batch_size, seed=cfg.data.eval_seed)
+    val_elbo = float(v["elbo"].double().mean())
+    out = {"val_elbo": val_elbo, "val_kl": float(v["kl"].double().mean())}
+    bpd = to_bits_per_dim(-val_elbo, data.bpd_offset, data.dim)
+    if bpd is not None:
+        out["val_bpd"] = bpd
+    return out
+
+
+def _states(loader: BatchLoader, device: torch.device) -> dict[str, torch.Tensor]:
+    states = {"torch_rng": torch.get_rng_state(), "loader_epoch": loader.epoch_state,
+              "loader_now": loader.generator.get_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _restore(run_dir: Path, model: VAE, opt: torch.optim.Optimizer, loader: BatchLoader,
+             device: torch.device) -> dict[str, Any]:
+    ckpt = checkpoint_dir(run_dir)
+    load_weights(model, ckpt)
+    counters, opt_sd, states = load_trainer_state(ckpt)
+    opt.load_state_dict(opt_sd)
+    torch.set_rng_state(states["torch_rng"])
+    if "cuda_rng" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda_rng"], device)
+    loader.load_state_dict({"epoch_state": states["loader_epoch"], "state": states["loader_now"],
+                            "step": counters["step_in_epoch"]})
+    return counters
+
+
+def _write_logs(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl and metrics.csv, rewritten from the history (robust to resume)."""
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    keys = list(dict.fromkeys(k for r in history for k in r))
+    rows = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in history]
+    (run_dir / "metrics.csv").write_text("\n".join(rows) + "\n")
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """A new run needs a new or empty directory: nothing is ever overwritten."""
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise CheckpointError(f"run directory {run_dir} already exists and is not empty",
+                              f"choose a new --out, or continue it with --resume {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          checkpoint_every: int = 0) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (new), or continue the run saved there (``resume``).
+
+    ``checkpoint_every`` > 0 also checkpoints every that many steps inside an epoch.
+    """
+    run_dir = Path(run_dir)
+    cfg.validate()
+    device = resolve_device(cfg.train.device)
+    data = prepare_data(cfg.data, cfg.model.likelihood, cfg.train.seed).to(device)
+    cfg.model.data_shape = list(data.shape)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, foreach=True)
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
+    loader = BatchLoader(data.train_raw, data.transform, data.dataset.levels,
+                         cfg.train.batch_size, gen)
+    counters: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "history": []}
+    if resume:
+        counters = _restore(run_dir, model, opt, loader, device)
+    else:
+        prepare_run_dir(run_dir)
+        cfg.save(run_dir / "config.json")
+    history: list[dict[str, Any]] = counters["history"]
+
+    def checkpoint(epoch: int, step: int) -> None:
+        save_checkpoint(run_dir, model, opt, {"epoch": epoch, "step": step, "history": history,
+                                              "step_in_epoch": loader.step},
+                        _states(loader, device))
+
+    steps_per_epoch = len(loader)
+    with tqdm(total=cfg.train.epochs * steps_per_epoch, initial=counters["step"],
+              disable=not progress, desc="train", unit="step", mininterval=0.5) as bar:
+        on_step = ((lambda n: checkpoint(n // steps_per_epoch, n) if n % checkpoint_every == 0
+                    and n % steps_per_epoch else None) if checkpoint_every else None)
+        for epoch in range(counters["epoch"], cfg.train.epochs):
+            t0, skipped = time.perf_counter(), loader.step
+            total = train_epoch(model, opt, loader, cfg, bar, on_step)
+            seconds = time.perf_counter() - t0
+            n_seen = len(data.train_raw) - min(skipped * cfg.train.batch_size,
+                                               len(data.train_raw))
+            row = {"epoch": epoch + 1, "step": bar.n, "train_loss": float(total) / max(n_seen, 1),
+                   "seconds": round(seconds, 3), "images_per_s": round(n_seen / seconds, 1),
+                   **validate(model, data, cfg), **model.likelihood.extra_metrics()}
+            if not math.isfinite(row["train_loss"]):
+                raise ConfigError(f"training diverged at epoch {epoch + 1} (loss is not finite)",
+                                  "lower --lr or use a fixed-variance likelihood")
+            history.append(row)
+            checkpoint(epoch + 1, bar.n)
+            _write_logs(run_dir, history)
+            bar.write(_epoch_line(row, cfg.train.epochs))
+    return TrainResult(run_dir, model.eval(), data, history)
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    line = (f"epoch {row['epoch']}/{epochs}: train -ELBO {row['train_loss']:.2f} nats/example"
+            f" ({row['images_per_s']:.0f} img/s)")
+    if "val_elbo" in row:
+        line += f", val -ELBO {-row['val_elbo']:.2f} nats/example"
+        if "val_bpd" in row:
+            line += f" ({row['val_bpd']:.4f} bits/dim)"
+    return line

@@ -1,0 +1,5 @@
+"""Figures: image grids and 2-D scatter plots written to PNG files."""
+
+from vaekit.viz.figures import save_figure_for, save_image_grid, save_scatter
+
+__all__ = ["save_figure_for", "save_image_grid", "save_scatter"]
