@@ -15,7 +15,7 @@ from typing import Any
 
 from vaekit import __version__
 from vaekit.config import LIKELIHOODS, TRANSFORMS, DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaekit.errors import CheckpointError, VaekitError
+from vaekit.errors import CheckpointError, ConfigError, VaekitError
 
 # flag -> (config section, key, type, help); defaults are read from the dataclasses
 TRAIN_FLAGS: list[tuple[str, str, str, Any, str]] = [
@@ -62,9 +62,19 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="ELBO, IWAE-k, reconstruction, KL, active units")
+    p = sub.add_parser("evaluate", help="ELBO, IWAE-k, log p(x) estimators, KDE, diagnostics")
     p.add_argument("run", type=Path, help="run directory written by `vaekit train`")
     p.add_argument("--k", type=int, default=100, help="samples of the IWAE-k bound (default: 100)")
+    p.add_argument("--loglik", type=int, default=0, metavar="K",
+                   help="importance-sampled log p(x) with K samples, IWAE curve, ELBO gap "
+                        "(default: 0 = off)")
+    p.add_argument("--naive", type=int, default=0, metavar="K",
+                   help="naive estimator, z ~ p(z), with K samples (default: 0 = off)")
+    p.add_argument("--kde", action="store_true", help="KDE baseline and Parzen window of samples")
+    p.add_argument("--kde-max-train", type=int, default=10000,
+                   help="training examples used as KDE centers (default: 10000)")
+    p.add_argument("--diagnostics", action="store_true",
+                   help="active units, KL per latent dimension, posterior-collapse warning")
     p.add_argument("--split", choices=["test", "val"], default="test", help="(default: test)")
     p.add_argument("--memory-mb", type=float, default=1024, help="memory budget (default: 1024)")
     p.add_argument("--seed", type=int, default=0, help="evaluation noise seed (default: 0)")
@@ -169,19 +179,27 @@ def _load(run: Path, device: str = "auto"):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from vaekit.evaluation.metrics import evaluate
-    from vaekit.evaluation.report import format_report
+    from vaekit.evaluation.report import format_full_report
+    from vaekit.evaluation.run import EvalOptions, run_evaluation
+    from vaekit.viz import save_loglik_curve
 
+    for flag in ("k", "loglik", "naive", "kde_max_train"):
+        if getattr(args, flag) < 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0", "pass 0 to turn it off")
     model, cfg, data = _load(args.run, args.device)
-    x = data.test if args.split == "test" else data.val
-    t0 = time.perf_counter()
-    res = evaluate(model, x, iwae_k=args.k, bpd_offset=data.bpd_offset, memory_mb=args.memory_mb,
-                   seed=args.seed, batch_size=cfg.train.eval_batch_size)
-    res.update(split=args.split, dataset=cfg.data.name, likelihood=cfg.model.likelihood,
-               protocol=data.protocol, seconds=round(time.perf_counter() - t0, 2))
+    opts = EvalOptions(split=args.split, k=args.k, loglik=args.loglik, naive=args.naive,
+                       kde=args.kde, kde_max_train=args.kde_max_train,
+                       diagnostics=args.diagnostics, memory_mb=args.memory_mb, seed=args.seed,
+                       batch_size=cfg.train.eval_batch_size)
+    res = run_evaluation(model, data, opts)
+    res["likelihood"] = cfg.model.likelihood
     path = args.json or args.run / f"eval-{args.split}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
-    print(format_report(res))
+    print(format_full_report(res))
+    if "marginal" in res:
+        plot = save_loglik_curve(res["marginal"], path.with_name(f"loglik-vs-K-{args.split}.png"),
+                                 title=f"{cfg.data.name} {args.split}: log p(x) estimators")
+        print(f"estimators vs K plotted in {plot}")
     print(f"figures written to {path}")
 
 

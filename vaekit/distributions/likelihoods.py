@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Independent, Normal
 
@@ -37,6 +38,13 @@ class Likelihood(nn.Module):
     def distribution(self, params: torch.Tensor) -> Independent:
         raise NotImplementedError
 
+    def pairwise_log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_n | z_k) for every pair: params (K, *event), x (N, *event) -> (N, K).
+
+        The base version broadcasts (memory N*K*D); subclasses use one matmul in float64.
+        """
+        return self.distribution(params.unsqueeze(0)).log_prob(x.unsqueeze(1))
+
     def extra_metrics(self) -> dict[str, float]:
         """Learned noise parameters worth logging (e.g. gamma)."""
         return {}
@@ -48,12 +56,34 @@ class BernoulliLikelihood(Likelihood):
     def distribution(self, params: torch.Tensor) -> Independent:
         return Independent(Bernoulli(logits=params, validate_args=False), len(self.event_shape))
 
+    def pairwise_log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """sum_j x_nj l_kj - softplus(l_kj) = (X L^T)_nk - sum_j softplus(l_kj). (N, K)."""
+        logits = params.flatten(1).double()  # (K, D)
+        return x.flatten(1).double() @ logits.T - F.softplus(logits).sum(-1)
 
-def _gaussian(mean: torch.Tensor, log_var: torch.Tensor, n_event: int) -> Independent:
-    return Independent(Normal(mean, torch.exp(0.5 * log_var), validate_args=False), n_event)
+
+class GaussianLikelihood(Likelihood):
+    """Base of the Gaussian likelihoods: N(x; mu(z), diag(exp(noise_log_var())))."""
+
+    def noise_log_var(self) -> torch.Tensor:
+        """log variance, broadcastable to ``event_shape``."""
+        raise NotImplementedError
+
+    def distribution(self, params: torch.Tensor) -> Independent:
+        scale = torch.exp(0.5 * self.noise_log_var())
+        return Independent(Normal(params, scale, validate_args=False), len(self.event_shape))
+
+    def pairwise_log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-1/2 sum_j w_j (x_nj - mu_kj)^2 - 1/2 sum_j log(2 pi / w_j), w = 1/variance,
+        expanded as |x|_w^2 - 2 x.(w mu) + |mu|_w^2 so the cross term is one matmul. (N, K)."""
+        mu, xf = params.flatten(1).double(), x.flatten(1).double()  # (K, D), (N, D)
+        log_var = self.noise_log_var().double().expand(self.event_shape).reshape(-1)  # (D,)
+        w = torch.exp(-log_var)
+        sq = (xf.pow(2) @ w)[:, None] - 2 * xf @ (mu * w).T + (mu.pow(2) @ w)[None, :]
+        return -0.5 * (sq + (log_var + math.log(2 * math.pi)).sum())
 
 
-class FixedGaussianLikelihood(Likelihood):
+class FixedGaussianLikelihood(GaussianLikelihood):
     """N(x; mu(z), sigma^2 I), sigma fixed.
 
     -log p(x|z) = |x - mu|^2 / (2 sigma^2) + D log(sigma sqrt(2 pi)).
@@ -63,11 +93,11 @@ class FixedGaussianLikelihood(Likelihood):
         super().__init__(decoder, event_shape)
         self.register_buffer("log_var", torch.tensor(2 * math.log(sigma)))
 
-    def distribution(self, params: torch.Tensor) -> Independent:
-        return _gaussian(params, self.log_var, len(self.event_shape))
+    def noise_log_var(self) -> torch.Tensor:
+        return self.log_var
 
 
-class GammaGaussianLikelihood(Likelihood):
+class GammaGaussianLikelihood(GaussianLikelihood):
     """N(x; mu(z), gamma I) with one learned variance gamma (Dai & Wipf 2019).
 
     As gamma -> 0 the model can concentrate on a data manifold; gamma is stored as log gamma.
@@ -78,14 +108,14 @@ class GammaGaussianLikelihood(Likelihood):
         super().__init__(decoder, event_shape)
         self.log_gamma = nn.Parameter(torch.tensor(math.log(gamma_init)))
 
-    def distribution(self, params: torch.Tensor) -> Independent:
-        return _gaussian(params, self.log_gamma, len(self.event_shape))
+    def noise_log_var(self) -> torch.Tensor:
+        return self.log_gamma
 
     def extra_metrics(self) -> dict[str, float]:
         return {"gamma": float(self.log_gamma.detach().exp())}
 
 
-class DiagGaussianLikelihood(Likelihood):
+class DiagGaussianLikelihood(GaussianLikelihood):
     """N(x; mu(z), diag(v)) with a learned variance v_j per data dimension (not per z)."""
 
     def __init__(self, decoder: nn.Module, event_shape: Sequence[int],
@@ -93,8 +123,8 @@ class DiagGaussianLikelihood(Likelihood):
         super().__init__(decoder, event_shape)
         self.log_var = nn.Parameter(torch.full(self.event_shape, math.log(gamma_init)))
 
-    def distribution(self, params: torch.Tensor) -> Independent:
-        return _gaussian(params, self.log_var, len(self.event_shape))
+    def noise_log_var(self) -> torch.Tensor:
+        return self.log_var
 
     def extra_metrics(self) -> dict[str, float]:
         return {"mean_variance": float(self.log_var.detach().exp().mean())}

@@ -31,3 +31,49 @@ def format_report(r: dict[str, Any]) -> str:
         if key.startswith("likelihood_"):
             lines.append(f"  learned {key[len('likelihood_'):]}: {val:.6g}")
     return "\n".join(lines)
+
+
+def _estimator_lines(name: str, e: dict[str, Any]) -> list[str]:
+    lines = [_line(f"{name}, K={e['k']}", e["log_px"], e["log_px_se"], e.get("bpd")),
+             f"  {'':34s} ESS of the K weights: median {e['ess_median']:.1f}, "
+             f"5th percentile {e['ess_p5']:.1f} (of K={e['k']})"]
+    return lines
+
+
+def format_marginal(m: dict[str, Any]) -> str:
+    """The marginal-likelihood section: both estimators, the ELBO gap and the IWAE curve."""
+    lines = ["marginal likelihood log p(x):"]
+    lines += _estimator_lines("importance sampling z~q(z|x)", m["importance"])
+    if "naive" in m:
+        lines += _estimator_lines("naive estimator z~p(z)", m["naive"])
+    gap = m["elbo_gap"]
+    lines.append(f"  gap log p_hat(x) - ELBO (~ KL(q(z|x)||p(z|x))): {gap['mean']:.3f} "
+                 f"nats/example (± {gap['se']:.3f} s.e.)")
+    curve = ", ".join(f"k={k}: {v:.3f}" for k, v in m["iwae_curve"].items())
+    lines.append(f"  IWAE-k bound (nats/example): {curve}")
+    return "\n".join(lines)
+
+
+def format_diagnostics(d: dict[str, Any]) -> str:
+    kl = d["kl_per_dim"]
+    order = sorted(range(len(kl)), key=lambda j: -kl[j])
+    top = ", ".join(f"z{j}: {kl[j]:.2f}" for j in order[:8])
+    lines = [f"latent diagnostics: {d['active_units']} of {d['latent_dim']} units active "
+             f"(Cov_x E_q[z_j] > {d['active_threshold']})",
+             f"  KL per dimension (nats, largest first): {top}"
+             + (" ..." if len(kl) > 8 else "")]
+    if d["inactive_dims"]:
+        lines.append(f"  inactive dimensions: {d['inactive_dims']}")
+    if d["warning"]:
+        lines.append(f"  WARNING: {d['warning']}")
+    return "\n".join(lines)
+
+
+def format_full_report(r: dict[str, Any]) -> str:
+    """Standard figures plus every optional section present in ``r``."""
+    parts = [format_report(r)]
+    if "marginal" in r:
+        parts.append(format_marginal(r["marginal"]))
+    if "diagnostics" in r:
+        parts.append(format_diagnostics(r["diagnostics"]))
+    return "\n".join(parts)
