@@ -14,6 +14,7 @@ samples per example, as the estimator requires.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ def pair_bytes(model: VAE) -> int:
 def _ranges(k: int, chunk: int, cuts: Sequence[int]) -> Iterator[tuple[int, int]]:
     """[k0, k1) ranges of at most ``chunk`` samples that also break at every cut."""
     borders = sorted({*range(0, k, chunk), *cuts, k})
-    return zip(borders[:-1], borders[1:], strict=True)
+    return itertools.pairwise(borders)
 
 
 def _finish(parts: list[_Running], k: int, proposal: str, cuts: list[int]) -> LogLikelihood:
