@@ -31,7 +31,9 @@ TRAIN_FLAGS: list[tuple[str, str, str, Any, str]] = [
     ("--gamma-init", "model", "gamma_init", float, "initial learned variance (gamma)"),
     ("--epochs", "train", "epochs", int, "training epochs"),
     ("--batch-size", "train", "batch_size", int, "mini-batch size"),
-    ("--lr", "train", "lr", float, "Adam learning rate"),
+    ("--lr", "train", "lr", float, "Adam learning rate (peak, with a schedule)"),
+    ("--lr-schedule", "train", "lr_schedule", str, "constant | cosine (decays to 0)"),
+    ("--warmup-steps", "train", "warmup_steps", int, "linear learning-rate warm-up steps"),
     ("--beta", "train", "beta", float, "KL weight (1 = ELBO)"),
     ("--objective", "train", "objective", str, "elbo | iwae"),
     ("--iwae-k", "train", "iwae_k", int, "samples per example for --objective iwae"),
@@ -39,9 +41,10 @@ TRAIN_FLAGS: list[tuple[str, str, str, Any, str]] = [
     ("--seed", "train", "seed", int, "random seed (init, data order, noise)"),
     ("--device", "train", "device", str, "auto | cpu | cuda | cuda:N"),
     ("--grad-clip", "train", "grad_clip", float, "max gradient norm (0 = off)"),
+    ("--precision", "train", "precision", str, "fp32 | bf16 (autocast matmuls to bfloat16)"),
 ]
 SECTIONS = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig()}
-RESUMABLE = {"epochs", "device"}  # may change when a run is resumed
+RESUMABLE = {"epochs", "device", "compile"}  # may change when a run is resumed
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +55,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         default = getattr(SECTIONS[section], key)
         p.add_argument(flag, type=kind, nargs="+" if key == "hidden" else None, default=None,
                        help=f"{text} (default: {default})")
+    p.add_argument("--compile", action="store_const", const=True, default=None,
+                   help="torch.compile the loss, forward and backward (default: off)")
     p.add_argument("--out", type=Path, help="new run directory (default: runs/<data>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run saved in RUN_DIR exactly where it stopped")
@@ -113,6 +118,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             out.setdefault(section, {})[key] = value
+    if args.compile:
+        out.setdefault("train", {})["compile"] = True
     return out
 
 

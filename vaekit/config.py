@@ -75,6 +75,8 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (decay to 0 over all steps)
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0
     beta: float = 1.0  # weight of KL(q(z|x) || p(z)); 1 gives the ELBO
     objective: str = "elbo"  # elbo | iwae
     iwae_k: int = 5  # samples per example when objective == iwae
@@ -83,6 +85,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     grad_clip: float = 0.0  # max global grad norm (0 = off)
     eval_batch_size: int = 1000
+    precision: str = "fp32"  # fp32 | bf16 (autocast of matmuls; the loss stays fp32)
+    compile: bool = False  # torch.compile the loss (forward and backward)
 
     def validate(self) -> None:
         if self.batch_size <= 0:
@@ -96,6 +100,11 @@ class TrainConfig:
             raise ConfigError(f"unknown objective {self.objective!r}", "use elbo or iwae")
         if self.kl not in ("analytic", "mc"):
             raise ConfigError(f"unknown KL estimator {self.kl!r}", "use analytic or mc")
+        if self.lr_schedule not in ("constant", "cosine") or self.warmup_steps < 0:
+            raise ConfigError(f"bad schedule {self.lr_schedule!r} / warm-up {self.warmup_steps}",
+                              "use --lr-schedule constant|cosine and --warmup-steps >= 0")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"unknown precision {self.precision!r}", "use fp32 or bf16")
         if self.iwae_k <= 0 or self.eval_batch_size <= 0:
             raise ConfigError("iwae_k and eval_batch_size must be positive", "pass e.g. 5 / 1000")
 

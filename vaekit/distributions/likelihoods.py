@@ -45,6 +45,10 @@ class Likelihood(nn.Module):
         """
         return self.distribution(params.unsqueeze(0)).log_prob(x.unsqueeze(1))
 
+    def log_prob_sum(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """sum over batch and data dims of log p(x|z): the training loss's fast path. ()."""
+        return self.distribution(params).log_prob(x).sum()
+
     def extra_metrics(self) -> dict[str, float]:
         """Learned noise parameters worth logging (e.g. gamma)."""
         return {}
@@ -60,6 +64,10 @@ class BernoulliLikelihood(Likelihood):
         """sum_j x_nj l_kj - softplus(l_kj) = (X L^T)_nk - sum_j softplus(l_kj). (N, K)."""
         logits = params.flatten(1).double()  # (K, D)
         return x.flatten(1).double() @ logits.T - F.softplus(logits).sum(-1)
+
+    def log_prob_sum(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-sum BCE(logits, x) in one fused kernel (forward and backward)."""
+        return -F.binary_cross_entropy_with_logits(params, x, reduction="sum")
 
 
 class GaussianLikelihood(Likelihood):
@@ -81,6 +89,13 @@ class GaussianLikelihood(Likelihood):
         w = torch.exp(-log_var)
         sq = (xf.pow(2) @ w)[:, None] - 2 * xf @ (mu * w).T + (mu.pow(2) @ w)[None, :]
         return -0.5 * (sq + (log_var + math.log(2 * math.pi)).sum())
+
+    def log_prob_sum(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-1/2 [sum (x - mu)^2 / v + B sum_j log(2 pi v_j)], without a distribution object."""
+        log_var = self.noise_log_var().expand(self.event_shape)
+        n = x.numel() // log_var.numel()  # batch size B
+        sq = ((x - params).pow(2) * torch.exp(-log_var)).sum()
+        return -0.5 * (sq + n * (log_var.sum() + log_var.numel() * math.log(2 * math.pi)))
 
 
 class FixedGaussianLikelihood(GaussianLikelihood):

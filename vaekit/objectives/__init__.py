@@ -1,5 +1,5 @@
 """Objectives as functions of (model, x): per-example values, shape (B,)."""
 
-from vaekit.objectives.elbo import ELBOTerms, elbo, iwae_bound, log_weights
+from vaekit.objectives.elbo import ELBOTerms, elbo, elbo_loss, iwae_bound, log_weights
 
-__all__ = ["ELBOTerms", "elbo", "iwae_bound", "log_weights"]
+__all__ = ["ELBOTerms", "elbo", "elbo_loss", "iwae_bound", "log_weights"]

@@ -38,6 +38,20 @@ def elbo(model: VAE, x: torch.Tensor, beta: float = 1.0, kl: str = "analytic") -
     return ELBOTerms(log_px_z - beta * kl_term, log_px_z, kl_term)
 
 
+def elbo_loss(model: VAE, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """-mean_b [log p(x_b|z_b) - beta KL_b], analytic KL, as one scalar: the training fast path.
+
+    Same math and noise as ``-elbo(model, x, beta).value.mean()`` but without distribution
+    objects or per-example intermediates: z = mu + exp(log_var / 2) * eps and
+    KL = 1/2 sum(mu^2 + exp(log_var) - 1 - log_var) (standard-normal prior).
+    """
+    mu, log_var = model.encoder.params(x)  # (B, L) each
+    z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+    log_px_z = model.likelihood.log_prob_sum(model.likelihood.decoder(z), x)
+    kl = 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var).sum()
+    return (beta * kl - log_px_z) / x.shape[0]
+
+
 def log_weights(model: VAE, x: torch.Tensor, k: int, eps: torch.Tensor | None = None,
                 q=None) -> torch.Tensor:
     """log w_i = log p(x, z_i) - log q(z_i|x), z_i ~ q(z|x) reparameterized. (k, B).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from vaekit.errors import CheckpointError, ConfigError
 from vaekit.evaluation.metrics import elbo_terms, to_bits_per_dim
 from vaekit.models import build_model
 from vaekit.models.vae import VAE
-from vaekit.objectives import elbo, iwae_bound
+from vaekit.objectives import elbo, elbo_loss, iwae_bound
 from vaekit.train.checkpoint import (
     checkpoint_dir,
     load_trainer_state,
@@ -59,22 +60,63 @@ def loss_fn(model: VAE, x: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
     t = cfg.train
     if t.objective == "iwae":
         return -iwae_bound(model, x, t.iwae_k).mean()
+    if t.kl == "analytic":
+        return elbo_loss(model, x, beta=t.beta)  # fused fast path, same math as elbo()
     return -elbo(model, x, beta=t.beta, kl=t.kl).value.mean()
 
 
-def train_epoch(model: VAE, opt: torch.optim.Optimizer, loader: BatchLoader, cfg: RunConfig,
-                bar: tqdm, on_step=None) -> torch.Tensor:
+def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
+    """Adam with the fused single-kernel update where this torch build has it."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+
+
+def lr_at(step: int, total_steps: int, cfg: RunConfig) -> float:
+    """Learning rate at a global step: linear warm-up, then constant or cosine decay to 0."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.lr_schedule == "cosine":
+        progress = (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps)
+        return t.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return t.lr
+
+
+def make_step(model: VAE, opt: torch.optim.Optimizer, cfg: RunConfig, device: torch.device,
+              total_steps: int = 0) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """``step(x, i)``: one optimizer step on batch x at global step i; returns the detached
+    loss (no host sync)."""
+    t = cfg.train
+    loss_of = torch.compile(loss_fn) if t.compile else loss_fn
+    params = list(model.parameters())
+    scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
+
+    def step(x: torch.Tensor, i: int) -> torch.Tensor:
+        if scheduled:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(i, total_steps, cfg)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+            loss = loss_of(model, x, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+def train_epoch(model: VAE, step: Callable[[torch.Tensor, int], torch.Tensor],
+                loader: BatchLoader, bar: tqdm, on_step=None) -> torch.Tensor:
     """One pass over the training data; returns the summed loss as a device tensor (no sync)."""
     model.train()
     total = torch.zeros((), device=loader.raw.device)
     for x in loader.epoch():
-        loss = loss_fn(model, x, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        opt.step()
-        total += loss.detach() * len(x)
+        loss = step(x, bar.n)
+        total += loss.float() * len(x)
         bar.update(1)
         if bar.n % 50 == 0:  # one host sync every 50 steps for the live loss
             bar.set_postfix(loss=f"{loss.item():.2f}")
@@ -148,10 +190,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     cfg.model.data_shape = list(data.shape)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, foreach=True)
+    opt = make_optimizer(model, cfg.train.lr)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
     loader = BatchLoader(data.train_raw, data.transform, data.dataset.levels,
                          cfg.train.batch_size, gen)
+    step = make_step(model, opt, cfg, device, total_steps=cfg.train.epochs * len(loader))
     counters: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "history": []}
     if resume:
         counters = _restore(run_dir, model, opt, loader, device)
@@ -172,7 +215,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                     and n % steps_per_epoch else None) if checkpoint_every else None)
         for epoch in range(counters["epoch"], cfg.train.epochs):
             t0, skipped = time.perf_counter(), loader.step
-            total = train_epoch(model, opt, loader, cfg, bar, on_step)
+            total = train_epoch(model, step, loader, bar, on_step)
             seconds = time.perf_counter() - t0
             n_seen = len(data.train_raw) - min(skipped * cfg.train.batch_size,
                                                len(data.train_raw))
