@@ -216,13 +216,28 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     from vaekit.viz import save_figure_for
 
-    model, _cfg, data = _load(args.run, "cpu")
+    from vaekit.train import load_model
+
+    if args.n <= 0:
+        raise ConfigError(f"-n must be positive, got {args.n}", "pass e.g. -n 64")
+    model, cfg = load_model(args.run, "cpu")  # the checkpoint alone is enough
     x = model.sample(args.n, mean=not args.draw, generator=torch.Generator().manual_seed(args.seed))
     out = args.out or args.run / "samples.png"
-    save_figure_for(x, out, reference=data.test[:2000], title="samples from the model")
+    save_figure_for(x, out, reference=None if x.dim() >= 3 else _reference(cfg),
+                    title="samples from the model")
     np.save(out.with_suffix(".npy"), x.numpy())
     print(f"{args.n} samples ({'draws' if args.draw else 'means'} of p(x|z), z ~ N(0, I)) "
           f"written to {out} and {out.with_suffix('.npy')}")
+
+
+def _reference(cfg: RunConfig):
+    """Test data to draw under a scatter of samples, when the dataset is at hand."""
+    from vaekit.data.pipeline import prepare_data
+
+    try:
+        return prepare_data(cfg.data, cfg.model.likelihood, cfg.train.seed).test[:2000]
+    except VaekitError:
+        return None
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
@@ -230,6 +245,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
     from vaekit.viz import save_figure_for
 
+    if args.n <= 0:
+        raise ConfigError(f"-n must be positive, got {args.n}", "pass e.g. -n 32")
     model, _cfg, data = _load(args.run, "cpu")
     x = data.test[: args.n]
     rec = model.reconstruct(x)
