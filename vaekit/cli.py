@@ -214,9 +214,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from vaekit.viz import save_figure_for
-
     from vaekit.train import load_model
+    from vaekit.viz import save_figure_for
 
     if args.n <= 0:
         raise ConfigError(f"-n must be positive, got {args.n}", "pass e.g. -n 64")
