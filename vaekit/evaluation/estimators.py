@@ -111,7 +111,8 @@ def _encoder_estimate(model: VAE, x: torch.Tensor, k: int, seed: int, batch: int
 def _prior_estimate(model: VAE, x: torch.Tensor, k: int, seed: int, batch: int, chunk: int,
                     cuts: list[int]) -> LogLikelihood:
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(k, model.latent_dim, generator=g).to(x.device)  # (K, L), shared by all x
+    dtype = model.prior.zero.dtype
+    z = torch.randn(k, model.latent_dim, generator=g).to(x.device, dtype)  # (K, L), shared
     parts = [_Running(len(x[s : s + batch]), x.device, cuts) for s in range(0, len(x), batch)]
     for k0, k1 in _ranges(k, chunk, cuts):
         params = model.likelihood.decoder(z[k0:k1])  # (c, *event): one decoder pass per chunk
