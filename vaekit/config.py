@@ -150,12 +150,29 @@ class RunConfig:
                               "check the file, or point at a run directory vaekit wrote") from None
 
 
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list[int]": (list,),
+}
+
+
 def _section(kind: type, values: dict[str, Any], name: str) -> Any:
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(values) - names
+    """Build one config dataclass from a dict, checking keys and value types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {name!r} must be a mapping, got {values!r}",
+                          "write e.g. model: {latent_dim: 16}")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = set(values) - set(fields)
     if unknown:
         raise ConfigError(f"unknown key(s) {sorted(unknown)} in config section {name!r}",
-                          f"valid keys: {', '.join(sorted(names))}")
+                          f"valid keys: {', '.join(sorted(fields))}")
+    for key, value in values.items():
+        want = str(fields[key].type)
+        ok = _TYPES.get(want, (object,))
+        bad_bool = isinstance(value, bool) and bool not in ok
+        items_ok = not isinstance(value, list) or all(type(v) is int for v in value)
+        if not isinstance(value, ok) or bad_bool or not items_ok:
+            raise ConfigError(f"{name}.{key} = {value!r} is not of type {want}",
+                              f"give {name}.{key} a {want} value")
     return kind(**values)
 
 

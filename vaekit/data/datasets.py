@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,16 +95,34 @@ def _digits(_opts: dict[str, str]) -> Dataset:
     return Dataset("digits", train, test, 17, "scikit-learn (bundled 8x8 digits)")
 
 
+def _option(opts: dict[str, str], key: str, kind: type, default: float, name: str,
+            minimum: float = 0) -> Any:
+    """Pop option ``key`` converted to ``kind``, with one clear error for a bad value."""
+    raw = opts.pop(key, default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise DataError(f"option {key}={raw!r} of dataset {name!r} is not a {kind.__name__}",
+                        f"write e.g. {name}:{key}={kind(default)}") from None
+    if value < minimum:
+        raise DataError(f"option {key}={value} of dataset {name!r} must be >= {minimum}",
+                        f"write e.g. {name}:{key}={kind(default)}")
+    return value
+
+
 def _ring(opts: dict[str, str]) -> Dataset:
-    n, noise = int(opts.pop("n", 10000)), float(opts.pop("noise", 0.0))
+    n = _option(opts, "n", int, 10000, "ring", minimum=1)
+    noise = _option(opts, "noise", float, 0.0, "ring")
     _no_more(opts, "ring")
     train, test = toy.ring(n, seed=0, noise=noise), toy.ring(max(n // 5, 1), seed=1, noise=noise)
     return Dataset("ring", train, test, None, f"generated: ring n={n} noise={noise}")
 
 
 def _manifold(opts: dict[str, str]) -> Dataset:
-    r, d = int(opts.pop("r", 2)), int(opts.pop("d", 16))
-    n, noise = int(opts.pop("n", 10000)), float(opts.pop("noise", 0.0))
+    r = _option(opts, "r", int, 2, "manifold", minimum=1)
+    d = _option(opts, "d", int, 16, "manifold", minimum=1)
+    n = _option(opts, "n", int, 10000, "manifold", minimum=1)
+    noise = _option(opts, "noise", float, 0.0, "manifold")
     _no_more(opts, "manifold")
     if not 0 < r <= d:
         raise DataError(f"manifold needs 0 < r <= d, got r={r}, d={d}", "e.g. manifold:r=2,d=16")

@@ -20,6 +20,7 @@ from vaekit.data.transforms import (
     protocol,
     resolve_transform,
 )
+from vaekit.errors import DataError
 
 
 @dataclass
@@ -59,6 +60,9 @@ def prepare_data(cfg: DataConfig, likelihood: str, seed: int) -> PreparedData:
     for split, x in (("training split", ds.train), ("test split", ds.test)):
         check_range(x, transform, likelihood, ds.levels, f"the {split} of {ds.source}")
     train = ds.train[: cfg.limit] if cfg.limit else ds.train
+    if len(train) < 2 or len(ds.test) == 0:
+        raise DataError(f"{ds.source} has {len(train)} training and {len(ds.test)} test "
+                        "examples: too few to train and evaluate", "use a larger dataset")
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     n_val = int(len(train) * cfg.val_fraction)
     train_raw, val_raw = train[perm[n_val:]], train[perm[:n_val]]
@@ -111,7 +115,8 @@ class BatchLoader:
         perm = torch.randperm(len(self.raw), generator=self.generator, device=self.raw.device)
         shuffled = self.raw[perm]  # one gather per epoch; batches below are views
         if resume is not None:
-            self.generator.set_state(resume)
+            if self.step > 0:  # mid-epoch: continue the noise stream after batch `step`
+                self.generator.set_state(resume)
             self._resume_state = None
         for i in range(self.step, len(self)):
             batch = shuffled[i * self.batch_size : (i + 1) * self.batch_size]

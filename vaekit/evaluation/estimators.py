@@ -95,14 +95,15 @@ def _finish(parts: list[_Running], k: int, proposal: str, cuts: list[int]) -> Lo
 @torch.no_grad()
 def _encoder_estimate(model: VAE, x: torch.Tensor, k: int, seed: int, batch: int, chunk: int,
                       cuts: list[int]) -> LogLikelihood:
-    noise = IndexedNoise(model.latent_dim, k, seed, x.device)
+    noise = IndexedNoise(model.latent_dim, seed, x.device)
     parts = []
     for s in range(0, len(x), batch):
         xb = x[s : s + batch]
-        idx, q = torch.arange(s, s + len(xb)), model.posterior(xb)  # one encoder pass
+        q = model.posterior(xb)  # one encoder pass per example
+        eps = noise.block(torch.arange(s, s + len(xb)), k)  # (K, B, L)
         run = _Running(len(xb), x.device, cuts)
         for k0, k1 in _ranges(k, chunk, cuts):
-            run.add(log_weights(model, xb, k1 - k0, eps=noise(idx, k0, k1), q=q))  # (c, B)
+            run.add(log_weights(model, xb, k1 - k0, eps=eps[k0:k1], q=q))  # (c, B)
         parts.append(run)
     return _finish(parts, k, "encoder", cuts)
 

@@ -34,12 +34,12 @@ def to_bits_per_dim(nll_nats: float, offset: float | None, dim: int) -> float | 
 def elbo_terms(model: VAE, x: torch.Tensor, batch_size: int = 1000,
                seed: int = 0) -> dict[str, torch.Tensor]:
     """Per-example one-sample ELBO, E_q[log p(x|z)] estimate, analytic KL and E_q[z]. (N,...)."""
-    noise = IndexedNoise(model.latent_dim, 1, seed, x.device)
+    noise = IndexedNoise(model.latent_dim, seed, x.device)
     parts: dict[str, list[torch.Tensor]] = {"elbo": [], "log_px_z": [], "kl": [], "mu": []}
     for s in range(0, len(x), batch_size):
         xb = x[s : s + batch_size]
         q = model.posterior(xb)
-        z = q.base_dist.loc + q.base_dist.scale * noise(torch.arange(s, s + len(xb)), 0, 1)[0]
+        z = q.base_dist.loc + q.base_dist.scale * noise.block(torch.arange(s, s + len(xb)), 1)[0]
         log_px_z, kl = model.likelihood(z).log_prob(xb), model.prior.kl(q)
         for key, val in (("elbo", log_px_z - kl), ("log_px_z", log_px_z), ("kl", kl),
                          ("mu", q.base_dist.loc)):

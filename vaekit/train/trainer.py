@@ -110,18 +110,24 @@ def make_step(model: VAE, opt: torch.optim.Optimizer, cfg: RunConfig, device: to
 
 
 def train_epoch(model: VAE, step: Callable[[torch.Tensor, int], torch.Tensor],
-                loader: BatchLoader, bar: tqdm, on_step=None) -> torch.Tensor:
-    """One pass over the training data; returns the summed loss as a device tensor (no sync)."""
+                loader: BatchLoader, counters: dict[str, Any], bar: tqdm,
+                on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """One pass over the (remaining) training data, advancing ``counters["step"]``.
+
+    Returns the summed loss as a device tensor: no host sync per step (the live loss in the
+    progress bar syncs once every 50 steps, and only when the bar is shown).
+    """
     model.train()
     total = torch.zeros((), device=loader.raw.device)
     for x in loader.epoch():
-        loss = step(x, bar.n)
+        loss = step(x, counters["step"])
+        counters["step"] += 1
         total += loss.float() * len(x)
         bar.update(1)
-        if bar.n % 50 == 0:  # one host sync every 50 steps for the live loss
+        if not bar.disable and counters["step"] % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.2f}")
         if on_step is not None:
-            on_step(bar.n)
+            on_step(counters["step"])
     return total
 
 
@@ -203,30 +209,32 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         cfg.save(run_dir / "config.json")
     history: list[dict[str, Any]] = counters["history"]
 
-    def checkpoint(epoch: int, step: int) -> None:
-        save_checkpoint(run_dir, model, opt, {"epoch": epoch, "step": step, "history": history,
-                                              "step_in_epoch": loader.step},
+    def checkpoint(epoch: int) -> None:
+        save_checkpoint(run_dir, model, opt, {"epoch": epoch, "step": counters["step"],
+                                              "history": history, "step_in_epoch": loader.step},
                         _states(loader, device))
 
-    steps_per_epoch = len(loader)
-    with tqdm(total=cfg.train.epochs * steps_per_epoch, initial=counters["step"],
+    def on_step(n: int) -> None:  # mid-epoch checkpoints (epoch ends are saved below)
+        if n % checkpoint_every == 0 and loader.step < len(loader):
+            checkpoint(counters["epoch"])
+
+    with tqdm(total=cfg.train.epochs * len(loader), initial=counters["step"],
               disable=not progress, desc="train", unit="step", mininterval=0.5) as bar:
-        on_step = ((lambda n: checkpoint(n // steps_per_epoch, n) if n % checkpoint_every == 0
-                    and n % steps_per_epoch else None) if checkpoint_every else None)
         for epoch in range(counters["epoch"], cfg.train.epochs):
-            t0, skipped = time.perf_counter(), loader.step
-            total = train_epoch(model, step, loader, bar, on_step)
+            t0, n_seen = time.perf_counter(), len(data.train_raw) - loader.step * loader.batch_size
+            total = train_epoch(model, step, loader, counters, bar,
+                                on_step if checkpoint_every else None)
             seconds = time.perf_counter() - t0
-            n_seen = len(data.train_raw) - min(skipped * cfg.train.batch_size,
-                                               len(data.train_raw))
-            row = {"epoch": epoch + 1, "step": bar.n, "train_loss": float(total) / max(n_seen, 1),
-                   "seconds": round(seconds, 3), "images_per_s": round(n_seen / seconds, 1),
+            row = {"epoch": epoch + 1, "step": counters["step"],
+                   "train_loss": float(total) / max(n_seen, 1), "seconds": round(seconds, 3),
+                   "images_per_s": round(n_seen / seconds, 1),
                    **validate(model, data, cfg), **model.likelihood.extra_metrics()}
             if not math.isfinite(row["train_loss"]):
                 raise ConfigError(f"training diverged at epoch {epoch + 1} (loss is not finite)",
                                   "lower --lr or use a fixed-variance likelihood")
             history.append(row)
-            checkpoint(epoch + 1, bar.n)
+            counters["epoch"] = epoch + 1
+            checkpoint(epoch + 1)
             _write_logs(run_dir, history)
             bar.write(_epoch_line(row, cfg.train.epochs))
     return TrainResult(run_dir, model.eval(), data, history)

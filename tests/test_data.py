@@ -1,0 +1,351 @@
+"""Data layer: IDX reader/writer, dataset loading and validation, toy data, batches."""
+
+from __future__ import annotations
+
+import gzip
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit.config import DataConfig
+from vaekit.data import toy
+from vaekit.data.datasets import load_dataset, parse_spec
+from vaekit.data.idx import read_idx, write_idx
+from vaekit.data.pipeline import BatchLoader, fixed_transform, prepare_data
+from vaekit.data.transforms import apply_transform, bits_per_dim_offset
+from vaekit.errors import DataError
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg and len(msg) > 10
+    return msg
+
+
+# ------------------------------------------------------------------------- IDX
+
+
+@pytest.mark.parametrize("name", ["images.idx", "images.idx.gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32])
+def test_idx_round_trip(tmp_path, name, dtype):
+    rng = np.random.default_rng(0)
+    a = (rng.integers(0, 256, size=(7, 5, 3)) if dtype == np.uint8
+         else rng.normal(size=(7, 5, 3)) * 1000).astype(dtype)
+    path = tmp_path / name
+    write_idx(path, a)
+    raw = path.read_bytes()
+    assert (raw[:2] == b"\x1f\x8b") == name.endswith(".gz")
+    header = gzip.decompress(raw)[:16] if name.endswith(".gz") else raw[:16]
+    assert header[:4] == bytes([0, 0, {np.uint8: 0x08, np.int32: 0x0C, np.float32: 0x0D}[dtype], 3])
+    assert int.from_bytes(header[4:8], "big") == 7
+    b = read_idx(path)
+    assert b.dtype == a.dtype and b.shape == (7, 5, 3)
+    assert np.array_equal(a, b)
+
+
+def write_raw(path, payload: bytes, gz: bool = False) -> None:
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+
+
+@pytest.fixture
+def good_idx() -> bytes:
+    header = bytes([0, 0, 0x08, 3]) + (4).to_bytes(4, "big") + (3).to_bytes(4, "big") * 2
+    return header + bytes(range(36))
+
+
+def test_idx_good_bytes_parse(tmp_path, good_idx):
+    write_raw(tmp_path / "ok", good_idx)
+    assert read_idx(tmp_path / "ok").reshape(-1).tolist() == list(range(36))
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("truncated", "truncated"),
+    ("truncated-gz", "truncated"),
+    ("bad-magic", "bad magic"),
+    ("bad-type", "type code"),
+    ("short-header", "truncated IDX header"),
+    ("more-items", "truncated"),
+    ("extra-bytes", "longer than its header"),
+    ("corrupt-gzip", "gzip"),
+    ("cut-gzip", "gzip"),
+    ("empty", "bad magic"),
+    ("missing", "does not exist"),
+])
+def test_corrupt_idx_raises_data_error(tmp_path, good_idx, case, fragment):
+    path = tmp_path / "train-images-idx3-ubyte"
+    if case == "truncated":
+        write_raw(path, good_idx[:-5])
+    elif case == "truncated-gz":
+        write_raw(path, good_idx[:-5], gz=True)
+    elif case == "bad-magic":
+        write_raw(path, b"\x01\x02" + good_idx[2:])
+    elif case == "bad-type":
+        write_raw(path, good_idx[:2] + b"\x07" + good_idx[3:])
+    elif case == "short-header":
+        write_raw(path, good_idx[:9])
+    elif case == "more-items":  # header says 5 images, 4 are there
+        write_raw(path, good_idx[:4] + (5).to_bytes(4, "big") + good_idx[8:])
+    elif case == "extra-bytes":
+        write_raw(path, good_idx + b"\x00" * 3)
+    elif case == "corrupt-gzip":
+        gz = bytearray(gzip.compress(good_idx))
+        gz[12:20] = b"\xff" * 8
+        path.write_bytes(bytes(gz))
+    elif case == "cut-gzip":
+        path.write_bytes(gzip.compress(good_idx)[:-10])
+    elif case == "empty":
+        path.write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        read_idx(path)
+    assert fragment in one_line(err)
+
+
+def test_idx_directory_dataset(tmp_path):
+    rng = np.random.default_rng(1)
+    tr = rng.integers(0, 256, size=(20, 6, 6), dtype=np.uint8)
+    te = rng.integers(0, 256, size=(5, 6, 6), dtype=np.uint8)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", tr)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", te)
+    ds = load_dataset(str(tmp_path))
+    assert ds.levels == 256 and ds.is_image and ds.shape == (6, 6)
+    assert np.array_equal(ds.train.numpy(), tr) and np.array_equal(ds.test.numpy(), te)
+    # mismatched shapes between splits
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", te[:, :5])
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path))
+    assert "differ in shape" in one_line(err)
+    # a single IDX file is split 90/10
+    ds = load_dataset(str(tmp_path / "train-images-idx3-ubyte.gz"))
+    assert (len(ds.train), len(ds.test)) == (18, 2)
+
+
+# --------------------------------------------------------------- load_dataset
+
+
+def test_unknown_name_and_missing_path(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_dataset("no-such-dataset")
+    assert "unknown dataset" in one_line(err)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "nothing" / "here"))
+    assert "does not exist" in one_line(err)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "missing.npz"))
+    assert "does not exist" in one_line(err)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "empty"))
+    assert "holds no dataset" in one_line(err)
+    with pytest.raises(DataError) as err:
+        load_dataset("ring:n=10,bogus=1")
+    assert "bogus" in one_line(err)
+    with pytest.raises(DataError):
+        load_dataset("manifold:r=5,d=3")
+    assert parse_spec("ring:n=100, noise=0.1") == ("ring", {"n": "100", "noise": "0.1"})
+
+
+def test_npz_and_npy_loading(tmp_path):
+    rng = np.random.default_rng(2)
+    tr, te = rng.random((30, 4), dtype=np.float64), rng.random((10, 4), dtype=np.float64)
+    np.savez(tmp_path / "a.npz", train=tr, test=te)
+    ds = load_dataset(str(tmp_path / "a.npz"))
+    assert ds.levels is None and ds.train.dtype == torch.float32
+    assert ds.train.shape == (30, 4) and ds.test.shape == (10, 4)
+    assert torch.allclose(ds.train, torch.from_numpy(tr).float())
+    np.savez(tmp_path / "b.npz", x_train=tr, x_test=te)
+    assert load_dataset(str(tmp_path / "b.npz")).test.shape == (10, 4)
+    # one array: a seeded 90/10 split that keeps every row exactly once
+    np.savez(tmp_path / "c.npz", data=tr)
+    ds = load_dataset(str(tmp_path / "c.npz"))
+    assert (len(ds.train), len(ds.test)) == (27, 3)
+    both = torch.cat([ds.train, ds.test]).double()
+    assert torch.equal(both[both[:, 0].argsort()], torch.from_numpy(tr)[tr[:, 0].argsort()].float()
+                       .double())
+    np.save(tmp_path / "d.npy", tr)
+    assert (len(load_dataset(str(tmp_path / "d.npy")).train), 27) == (27, 27)
+    # uint8 images in an .npy: quantized with 256 levels
+    np.save(tmp_path / "img.npy", rng.integers(0, 256, (20, 3, 3), dtype=np.uint8))
+    img = load_dataset(str(tmp_path / "img.npy"))
+    assert img.levels == 256 and img.is_image and img.train.dtype == torch.uint8
+    # a folder with train.npy / test.npy
+    (tmp_path / "dir").mkdir()
+    np.save(tmp_path / "dir" / "train.npy", tr)
+    np.save(tmp_path / "dir" / "test.npy", te)
+    assert load_dataset(str(tmp_path / "dir")).shape == (4,)
+    # bad contents
+    np.savez(tmp_path / "e.npz", foo=tr, bar=te)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "e.npz"))
+    assert "train" in one_line(err)
+    np.save(tmp_path / "flat.npy", np.arange(5.0))
+    with pytest.raises(DataError):
+        load_dataset(str(tmp_path / "flat.npy"))
+    (tmp_path / "junk.npy").write_bytes(b"not numpy at all")
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "junk.npy"))
+    one_line(err)
+    np.save(tmp_path / "neg.npy", -rng.integers(1, 5, (10, 2)))
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "neg.npy"))
+    assert "negative" in one_line(err)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_raise(tmp_path, bad):
+    a = np.random.default_rng(3).random((20, 3)).astype(np.float32)
+    a[4, 1] = bad
+    np.save(tmp_path / "x.npy", a)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "x.npy"))
+    assert "NaN or Inf" in one_line(err)
+
+
+def test_bernoulli_needs_values_in_unit_interval(tmp_path):
+    a = np.random.default_rng(4).random((40, 3)).astype(np.float32)
+    np.save(tmp_path / "ok.npy", a)
+    ok = prepare_data(DataConfig(name=str(tmp_path / "ok.npy")), "bernoulli", seed=0)
+    assert ok.transform == "binarize" and set(ok.test.unique().tolist()) <= {0.0, 1.0}
+    a[3, 0] = 1.5
+    np.save(tmp_path / "bad.npy", a)
+    cfg = DataConfig(name=str(tmp_path / "bad.npy"))
+    with pytest.raises(DataError) as err:
+        prepare_data(cfg, "bernoulli", seed=0)
+    assert "outside [0, 1]" in one_line(err)
+    assert prepare_data(cfg, "gaussian", seed=0).transform == "none"  # fine for a Gaussian
+
+
+def test_prepare_data_splits_and_limits():
+    cfg = DataConfig(name="ring:n=200", val_fraction=0.25, limit=100)
+    p = prepare_data(cfg, "gaussian", seed=0)
+    assert (len(p.train_raw), len(p.val), len(p.test)) == (75, 25, 40)
+    assert p.bpd_offset is None and p.dim == 2
+    # train and val are disjoint rows of the first `limit` training examples
+    full = load_dataset("ring:n=200").train[:100]
+    rows = torch.cat([p.train_raw, p.val])
+    assert torch.equal(rows[rows[:, 0].argsort()], full[full[:, 0].argsort()])
+    # the same seed gives the same split
+    assert torch.equal(prepare_data(cfg, "gaussian", seed=0).val, p.val)
+
+
+# ------------------------------------------------------------------- toy data
+
+
+def test_ring_radius():
+    x = toy.ring(20_000, seed=0)
+    assert x.shape == (20_000, 2)
+    r = x.norm(dim=1)
+    # ||x|| = ||z||/10 + 1 with E||z|| = sqrt(pi/2) for z ~ N(0, I_2)
+    assert r.min() >= 1.0 - 1e-6
+    assert abs(float(r.mean()) - (1 + math.sqrt(math.pi / 2) / 10)) < 0.01
+    assert abs(float(r.mean()) - 1.0) < 0.2
+    assert not torch.equal(toy.ring(100, seed=0), toy.ring(100, seed=1))
+    assert torch.equal(toy.ring(100, seed=5), toy.ring(100, seed=5))
+    noisy = toy.ring(20_000, seed=0, noise=0.1)
+    assert float((noisy - x).std()) == pytest.approx(0.1, rel=0.05)
+    ds = load_dataset("ring:n=500,noise=0.05")
+    assert (len(ds.train), len(ds.test), ds.levels) == (500, 100, None)
+
+
+@pytest.mark.parametrize("r, d", [(1, 5), (2, 8), (3, 10)])
+def test_manifold_shape_and_intrinsic_dimension(r, d):
+    from sklearn.neighbors import NearestNeighbors
+
+    x = toy.manifold(4000, r, d, seed=0)
+    assert x.shape == (4000, d)
+    # local PCA: r large singular values, then a sharp drop
+    nn = NearestNeighbors(n_neighbors=20).fit(x.numpy())
+    _, idx = nn.kneighbors(x[:30].numpy())
+    ratios_in, ratios_out = [], []
+    for rows in idx:
+        nb = x[rows].double()
+        s = torch.linalg.svdvals(nb - nb.mean(0))
+        ratios_in.append(float(s[r - 1] / s[0]))
+        ratios_out.append(float(s[r] / s[r - 1]))
+    assert np.median(ratios_in) > 0.2
+    assert np.median(ratios_out) < 0.1
+    # train and test splits lie on the same manifold (same map, other points)
+    y = toy.manifold(500, r, d, seed=1)
+    dist, _ = nn.kneighbors(y.numpy(), n_neighbors=1)
+    far = toy.manifold(500, r, d, seed=1, map_seed=99)
+    dist_far, _ = nn.kneighbors(far.numpy(), n_neighbors=1)
+    assert np.median(dist) < 0.5 * np.median(dist_far)
+
+
+# -------------------------------------------------------------------- batches
+
+
+def test_batch_loader_covers_each_example_once_per_epoch():
+    raw = torch.arange(103, dtype=torch.float32).unsqueeze(1)
+    loader = BatchLoader(raw, "none", None, batch_size=10, generator=torch.Generator()
+                         .manual_seed(0))
+    assert len(loader) == 11
+    orders = []
+    for _ in range(3):
+        batches = list(loader.epoch())
+        assert [len(b) for b in batches] == [10] * 10 + [3]
+        seen = torch.cat(batches).squeeze(1)
+        assert sorted(seen.tolist()) == list(range(103))
+        orders.append(seen)
+    assert not torch.equal(orders[0], orders[1])  # reshuffled every epoch
+    dropped = BatchLoader(raw, "none", None, 10, torch.Generator().manual_seed(0), drop_last=True)
+    assert len(dropped) == 10 and sum(len(b) for b in dropped.epoch()) == 100
+
+
+def test_batch_loader_resumes_mid_epoch():
+    raw = torch.arange(50, dtype=torch.float32).unsqueeze(1)
+    full = BatchLoader(raw, "none", None, 8, torch.Generator().manual_seed(3))
+    ref = [b.clone() for b in full.epoch()] + [b.clone() for b in full.epoch()]
+    a = BatchLoader(raw, "none", None, 8, torch.Generator().manual_seed(3))
+    it = a.epoch()
+    first = [next(it).clone() for _ in range(3)]
+    state = a.state_dict()
+    assert state["step"] == 3
+    b = BatchLoader(raw, "none", None, 8, torch.Generator().manual_seed(123))
+    b.load_state_dict(state)
+    rest = [x.clone() for x in b.epoch()] + [x.clone() for x in b.epoch()]
+    got = first + rest
+    assert len(got) == len(ref) == 14
+    assert all(torch.equal(u, v) for u, v in zip(got, ref, strict=True))
+
+
+def test_dynamic_binarization_and_fixed_transform():
+    raw = torch.full((64, 4, 4), 128, dtype=torch.uint8)  # p = 128/255 everywhere
+    loader = BatchLoader(raw, "binarize", 256, batch_size=64, generator=torch.Generator()
+                         .manual_seed(0))
+    e1, e2 = next(iter(loader.epoch())), next(iter(loader.epoch()))
+    assert set(e1.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(e1, e2)  # resampled every epoch
+    assert float(e1.mean()) == pytest.approx(128 / 255, abs=0.05)
+    f1 = fixed_transform(raw, "binarize", 256, seed=5)
+    f2 = fixed_transform(raw, "binarize", 256, seed=5)
+    f3 = fixed_transform(raw, "binarize", 256, seed=6)
+    assert torch.equal(f1, f2) and not torch.equal(f1, f3)
+    # dequantization: (pixel + u) / levels lies in the pixel's cell
+    pix = torch.randint(0, 256, (100, 3), dtype=torch.uint8)
+    dq = apply_transform("dequantize", pix, 256, torch.Generator().manual_seed(0))
+    assert ((dq * 256).floor() == pix.float()).all()
+    assert torch.equal(fixed_transform(pix, "dequantize", 256, 1),
+                       fixed_transform(pix, "dequantize", 256, 1))
+    assert bits_per_dim_offset("dequantize", 256, 10) == pytest.approx(10 * math.log(256))
+    assert bits_per_dim_offset("binarize", 256, 10) == 0.0
+    assert bits_per_dim_offset("none", None, 10) is None
+    scaled = apply_transform("scale", torch.tensor([[0, 8, 16]], dtype=torch.uint8), 17)
+    assert scaled.tolist() == [[0.0, 0.5, 1.0]]
+
+
+@pytest.mark.parametrize("transform", ["none", "binarize"])
+def test_batch_loader_resumes_at_epoch_boundary(transform):
+    raw = torch.randint(0, 256, (40, 3), dtype=torch.uint8)
+    full = BatchLoader(raw, transform, 256, 8, torch.Generator().manual_seed(3))
+    ref = [b.clone() for _ in range(3) for b in full.epoch()]
+    a = BatchLoader(raw, transform, 256, 8, torch.Generator().manual_seed(3))
+    first = [b.clone() for b in a.epoch()]
+    state = a.state_dict()
+    assert state["step"] == 0
+    b = BatchLoader(raw, transform, 256, 8, torch.Generator().manual_seed(123))
+    b.load_state_dict(state)
+    got = first + [x.clone() for _ in range(2) for x in b.epoch()]
+    assert len(got) == len(ref) == 15
+    assert all(torch.equal(u, v) for u, v in zip(got, ref, strict=True))

@@ -1,0 +1,193 @@
+"""Training: determinism, logs, checkpoints, and exact resume (epoch boundary and mid-epoch)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vaekit.train.trainer as trainer_mod
+from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.train import load_model, load_run_config, train
+
+RING = ["--data", "ring:n=300", "--hidden", "16", "--latent-dim", "2", "--batch-size", "32",
+        "--likelihood", "gaussian-gamma", "--device", "cpu", "--no-progress"]
+DIGITS = ["--data", "digits", "--limit", "200", "--hidden", "32", "--latent-dim", "4",
+          "--device", "cpu", "--no-progress"]
+STEPS_PER_EPOCH = 9  # ring:n=300 -> 270 training examples (10% validation), batches of 32
+
+
+def ring_cfg(epochs: int = 2, **train) -> RunConfig:
+    return RunConfig(DataConfig(name="ring:n=300"),
+                     ModelConfig(latent_dim=2, hidden=[16], likelihood="gaussian-gamma"),
+                     TrainConfig(epochs=epochs, batch_size=32, device="cpu", **train))
+
+
+def weights(run) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoint" / "model.safetensors"))
+
+
+def assert_same_weights(a, b) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and len(wa) > 4
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def history(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_is_deterministic_and_logs_each_epoch(tmp_path):
+    a = train(ring_cfg(2), tmp_path / "a", progress=False)
+    b = train(ring_cfg(2), tmp_path / "b", progress=False)
+    c = train(ring_cfg(2, seed=1), tmp_path / "c", progress=False)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    wa, wc = weights(tmp_path / "a"), weights(tmp_path / "c")
+    assert not any(torch.equal(wa[k], wc[k]) for k in wa)  # another seed, other weights
+    rows = history(tmp_path / "a")
+    assert [r["epoch"] for r in rows] == [1, 2] and rows == a.history
+    for r in rows:
+        for key in ("train_loss", "val_elbo", "val_kl", "gamma"):
+            assert torch.isfinite(torch.tensor(r[key])), key
+        assert r["val_kl"] >= 0 and r["gamma"] > 0
+    assert [r["val_elbo"] for r in rows] == [r["val_elbo"] for r in b.history]
+    csv = (tmp_path / "a" / "metrics.csv").read_text().splitlines()
+    assert csv[0].split(",")[:3] == ["epoch", "step", "train_loss"] and len(csv) == 3
+    # the saved run rebuilds the trained model
+    model, cfg = load_model(tmp_path / "a")
+    assert cfg.model.data_shape == [2] and cfg.model.latent_dim == 2
+    x = a.data.test[:5]
+    torch.testing.assert_close(model.reconstruct(x), a.model.reconstruct(x))
+    assert len(c.history) == 2
+
+
+def test_resume_at_epoch_boundary_is_bitwise_identical(tmp_path, cli):
+    assert cli("train", *RING, "--epochs", "2", "--out", tmp_path / "A").code == 0
+    assert cli("train", *RING, "--epochs", "1", "--out", tmp_path / "B").code == 0
+    assert len(history(tmp_path / "B")) == 1
+    res = cli("train", "--resume", tmp_path / "B", "--epochs", "2", "--no-progress")
+    assert res.code == 0, res.err
+    assert_same_weights(tmp_path / "A", tmp_path / "B")
+    ha, hb = history(tmp_path / "A"), history(tmp_path / "B")
+    assert len(hb) == 2
+    for ra, rb in zip(ha, hb, strict=True):
+        assert (ra["train_loss"], ra["val_elbo"]) == (rb["train_loss"], rb["val_elbo"])
+    # optimizer moments too
+    ta = load_file(str(tmp_path / "A" / "checkpoint" / "trainer.safetensors"))
+    tb = load_file(str(tmp_path / "B" / "checkpoint" / "trainer.safetensors"))
+    assert all(torch.equal(ta[k], tb[k]) for k in ta if k.startswith("opt."))
+    # resuming a finished run trains nothing and changes nothing
+    before = weights(tmp_path / "B")
+    assert cli("train", "--resume", tmp_path / "B", "--no-progress").code == 0
+    after = weights(tmp_path / "B")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_with_dynamic_binarization_is_bitwise_identical(tmp_path, cli):
+    assert cli("train", *DIGITS, "--epochs", "2", "--out", tmp_path / "A").code == 0
+    assert cli("train", *DIGITS, "--epochs", "1", "--out", tmp_path / "B").code == 0
+    assert cli("train", "--resume", tmp_path / "B", "--epochs", "2", "--no-progress").code == 0
+    assert_same_weights(tmp_path / "A", tmp_path / "B")
+
+
+def test_resume_then_two_more_epochs_is_bitwise_identical(tmp_path):
+    train(ring_cfg(3), tmp_path / "A", progress=False)
+    train(ring_cfg(1), tmp_path / "B", progress=False)
+    train(ring_cfg(3), tmp_path / "B", resume=True, progress=False)
+    assert_same_weights(tmp_path / "A", tmp_path / "B")
+
+
+def interrupt_after(monkeypatch, n_steps: int) -> None:
+    """Raise KeyboardInterrupt when the loss of step n_steps + 1 is about to be computed."""
+    calls = {"n": 0}
+    real = trainer_mod.loss_fn
+
+    def loss_fn(model, x, cfg):
+        calls["n"] += 1
+        if calls["n"] > n_steps:
+            raise KeyboardInterrupt
+        return real(model, x, cfg)
+
+    monkeypatch.setattr(trainer_mod, "loss_fn", loss_fn)
+
+
+def test_mid_epoch_resume_is_bitwise_identical(tmp_path, monkeypatch):
+    ref = train(ring_cfg(2), tmp_path / "A", progress=True)
+    interrupt_after(monkeypatch, 14)  # checkpoints at steps 4, 8 (9 = end of epoch 1), 12
+    with pytest.raises(KeyboardInterrupt):
+        train(ring_cfg(2), tmp_path / "B", progress=True, checkpoint_every=4)
+    monkeypatch.undo()
+    counters = json.loads((tmp_path / "B" / "checkpoint" / "trainer.json").read_text())
+    assert (counters["epoch"], counters["step"], counters["step_in_epoch"]) == (1, 12, 3)
+    assert len(history(tmp_path / "B")) == 1
+    assert not (tmp_path / "B" / "checkpoint.new").exists()
+    res = train(load_run_config(tmp_path / "B"), tmp_path / "B", resume=True, progress=True,
+                checkpoint_every=4)
+    assert_same_weights(tmp_path / "A", tmp_path / "B")
+    assert [r["val_elbo"] for r in res.history] == [r["val_elbo"] for r in ref.history]
+    assert [r["step"] for r in res.history] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+
+
+def test_cli_interrupt_exits_130_and_resumes(tmp_path, cli, monkeypatch):
+    assert cli("train", *RING, "--epochs", "2", "--out", tmp_path / "A").code == 0
+    interrupt_after(monkeypatch, STEPS_PER_EPOCH + 2)  # during epoch 2
+    res = cli("train", *RING, "--epochs", "2", "--out", tmp_path / "B")
+    monkeypatch.undo()
+    assert res.code == 130
+    assert "--resume" in res.err.splitlines()[-1]
+    assert len(history(tmp_path / "B")) == 1
+    assert cli("train", "--resume", tmp_path / "B", "--no-progress").code == 0
+    assert_same_weights(tmp_path / "A", tmp_path / "B")
+
+
+def test_step_counter_without_progress_bar(tmp_path):
+    res = train(ring_cfg(2), tmp_path / "A", progress=False)
+    assert [r["step"] for r in res.history] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+
+
+def test_checkpoint_every_without_progress_bar(tmp_path, monkeypatch):
+    interrupt_after(monkeypatch, 14)
+    with pytest.raises(KeyboardInterrupt):
+        train(ring_cfg(2), tmp_path / "B", progress=False, checkpoint_every=4)
+    counters = json.loads((tmp_path / "B" / "checkpoint" / "trainer.json").read_text())
+    assert (counters["epoch"], counters["step_in_epoch"]) == (1, 3)
+
+
+def test_checkpoint_falls_back_to_previous_after_crashed_save(tmp_path):
+    train(ring_cfg(1), tmp_path / "A", progress=False)
+    (tmp_path / "A" / "checkpoint").rename(tmp_path / "A" / "checkpoint.old")
+    model, _ = load_model(tmp_path / "A")
+    w = weights_from(tmp_path / "A" / "checkpoint.old")
+    assert torch.equal(model.state_dict()["likelihood.log_gamma"], w["likelihood.log_gamma"])
+
+
+def weights_from(ckpt) -> dict[str, torch.Tensor]:
+    return load_file(str(ckpt / "model.safetensors"))
+
+
+def test_iwae_objective_and_mc_kl_train(tmp_path):
+    res = train(ring_cfg(1, objective="iwae", iwae_k=3, kl="mc"), tmp_path / "A", progress=False)
+    row = res.history[0]
+    assert torch.isfinite(torch.tensor(row["train_loss"])) and row["train_loss"] > 0
+    assert row["val_elbo"] < 0 and row["val_kl"] >= 0
+
+
+def test_lr_warmup_without_progress_bar(tmp_path):
+    train(ring_cfg(2, warmup_steps=5, lr=1e-2), tmp_path / "A", progress=False)
+    counters = json.loads((tmp_path / "A" / "checkpoint" / "trainer.json").read_text())
+    assert counters["param_groups"][0]["lr"] == pytest.approx(1e-2)
+
+
+def test_lr_warmup_with_progress_bar(tmp_path):
+    train(ring_cfg(2, warmup_steps=5, lr=1e-2), tmp_path / "A", progress=True)
+    counters = json.loads((tmp_path / "A" / "checkpoint" / "trainer.json").read_text())
+    assert counters["param_groups"][0]["lr"] == pytest.approx(1e-2)
+    train(ring_cfg(2, lr_schedule="cosine", lr=1e-2), tmp_path / "B", progress=True)
+    counters = json.loads((tmp_path / "B" / "checkpoint" / "trainer.json").read_text())
+    last = 2 * STEPS_PER_EPOCH - 1  # lr of the last step: 1/2 (1 + cos(pi * 17/18)) * lr
+    assert counters["param_groups"][0]["lr"] == pytest.approx(
+        1e-2 * 0.5 * (1 + math.cos(math.pi * last / (2 * STEPS_PER_EPOCH))))
