@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from vaekit.distributions import FixedGaussianLikelihood, GaussianEncoder, StandardNormal
+from vaekit.distributions import GaussianEncoder, StandardNormal
 from vaekit.evaluation import estimate_log_px
-from vaekit.models import VAE
+from vaekit.models import LinearGaussian
 from vaekit.objectives import elbo, iwae_bound, log_weights
 
 
@@ -115,46 +115,17 @@ D, L, S = 5, 2, 0.5  # data dim, latent dim, noise std
 
 
 def linear_gaussian():
-    """W with orthogonal columns, so the true posterior covariance is diagonal."""
-    g = torch.Generator().manual_seed(42)
-    Q, _ = torch.linalg.qr(torch.randn(D, L, generator=g, dtype=torch.float64))
-    W = Q @ torch.diag(torch.tensor([2.0, 0.7], dtype=torch.float64))
-    b = torch.randn(D, generator=g, dtype=torch.float64)
-    x = (torch.randn(4, L, generator=g, dtype=torch.float64) @ W.T + b
-         + S * torch.randn(4, D, generator=g, dtype=torch.float64))
-    log_px = MultivariateNormal(b, W @ W.T + S**2 * torch.eye(D, dtype=torch.float64)).log_prob(x)
-    return W, b, x, log_px
-
-
-class LinearPosterior(nn.Module):
-    """x -> (m, log diag C): the exact posterior, optionally shifted / widened."""
-
-    def __init__(self, weight: torch.Tensor, b: torch.Tensor, shift: float = 0.0,
-                 var_scale: float = 1.0) -> None:
-        super().__init__()
-        self.register_buffer("W", weight)
-        self.register_buffer("b", b)
-        self.shift, self.var_scale = shift, var_scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        C = 1 / (1 + (self.W**2).sum(0) / S**2)  # diag of (I + W^T W / s^2)^-1
-        m = (x - self.b) @ self.W * C / S**2 + self.shift
-        return torch.cat([m, torch.log(C * self.var_scale).expand_as(m)], -1)
-
-
-def linear_vae(weight, b, shift=0.0, var_scale=1.0) -> VAE:
-    dec = nn.Linear(L, D)
-    model = VAE(GaussianEncoder(LinearPosterior(weight, b, shift, var_scale), L),
-                FixedGaussianLikelihood(dec, (D,), sigma=S), StandardNormal(L)).double()
-    with torch.no_grad():
-        dec.weight.copy_(weight)
-        dec.bias.copy_(b)
-    return model
+    """W with orthogonal columns (so the true posterior is diagonal), 4 data points, log p(x)."""
+    lg = LinearGaussian.random(D, L, s=S, seed=42)
+    x = lg.sample(4, seed=1)
+    cov = lg.W @ lg.W.T + S**2 * torch.eye(D, dtype=torch.float64)
+    log_px = MultivariateNormal(lg.b, cov).log_prob(x)  # the closed form, computed here
+    return lg, x, log_px
 
 
 def test_true_posterior_gives_log_px_with_zero_variance():
-    W, b, x, log_px = linear_gaussian()
-    model = linear_vae(W, b)
+    lg, x, log_px = linear_gaussian()
+    W, b, model = lg.W, lg.b, lg.vae()
     C = torch.linalg.inv(torch.eye(L, dtype=torch.float64) + W.T @ W / S**2)
     assert (C - torch.diag(torch.diagonal(C))).abs().max() < 1e-12  # diagonal, as assumed
     with torch.no_grad():
@@ -177,8 +148,8 @@ def test_true_posterior_gives_log_px_with_zero_variance():
 
 
 def test_elbo_below_iwae_below_log_px_and_iwae_tightens_with_k():
-    W, b, x, log_px = linear_gaussian()
-    model = linear_vae(W, b, shift=0.3, var_scale=1.5)
+    lg, x, log_px = linear_gaussian()
+    model = lg.vae(shift=0.3, var_scale=1.5)
     reps, ks = 300, (1, 10, 100, 1000)
     xr = x.repeat(reps, 1)
     with torch.no_grad():
