@@ -7,6 +7,12 @@ Distances come from |x|^2 - 2 x.c + |c|^2 (one matmul per block, clamped at 0, a
 subtracting the centres' mean), batched over x and chunked over the centres with a running
 float64 log-sum-exp, so memory is O(batch * chunk) whatever n and N.
 
+For binary data (the Bernoulli protocol) a density on R^d is not comparable with a pmf, so
+``kernel="bernoulli"`` uses the product-Bernoulli kernel with flip probability eps:
+    K(x, c) = prod_j eps^[x_j != c_j] (1 - eps)^[x_j == c_j]
+    log p(x) = logsumexp_i(-H(x, c_i) log((1 - eps)/eps)) - log n + d log(1 - eps)
+with H the Hamming distance, which equals |x - c|^2 on {0, 1}^d: the same matmul serves.
+
 The KDE baseline fits the centres to the training set, picks h on a validation split and
 reports test log p(x) in nats/example (and bits/dim). The Parzen-window estimate (Breuleux
 et al. 2009; used by older GAN papers) puts the centres on a model's samples instead: it is
@@ -26,6 +32,19 @@ import torch
 from vaekit.evaluation.metrics import mean_se, to_bits_per_dim
 
 SCOTT_SPAN = (-1.5, 0.5)  # default grid: Scott's h times 10^[-1.5, 0.5]
+KERNELS = ("gaussian", "bernoulli")
+
+
+def _kernel(kernel: str, hs: Sequence[float], d: int) -> tuple[list[float], list[float]]:
+    """(scale s_h, log normalizer) per bandwidth: log K = -s_h |x - c|^2 + log normalizer."""
+    if kernel == "gaussian":
+        return [0.5 / (h * h) for h in hs], [-0.5 * d * math.log(2 * math.pi * h * h) for h in hs]
+    if kernel == "bernoulli":
+        if max(hs) >= 0.5:
+            raise ValueError(f"Bernoulli-kernel bandwidths (flip probabilities) must be < 0.5, "
+                             f"got {max(hs)}")
+        return [math.log((1 - e) / e) for e in hs], [d * math.log1p(-e) for e in hs]
+    raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -41,18 +60,17 @@ def _sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min_(0)
 
 
-def _block_lse(x: torch.Tensor, c: torch.Tensor, bandwidths: Sequence[float]) -> torch.Tensor:
-    """logsumexp_i(-|x_b - c_i|^2 / (2 h^2)) over one block of centres, every h: (H, B) float64.
+def _block_lse(x: torch.Tensor, c: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+    """logsumexp_i(-s |x_b - c_i|^2) over one block of centres, every scale s: (H, B) float64.
 
-    The maximum term is the nearest centre for every h, so exp(-(d2 - min d2) / (2 h^2)) <= 1.
+    The maximum term is the nearest centre for every s, so exp(-s (d2 - min d2)) <= 1.
     """
     d2 = _sq_dist(x, c)
     d2_min = d2.amin(1)
     d2.sub_(d2_min[:, None])
     buf, d2_min = torch.empty_like(d2), d2_min.double()
     rows = []
-    for h in bandwidths:
-        s = 0.5 / (h * h)
+    for s in scales:
         rows.append(torch.mul(d2, -s, out=buf).exp_().sum(1).double().log_() - s * d2_min)
     return torch.stack(rows)
 
@@ -60,8 +78,8 @@ def _block_lse(x: torch.Tensor, c: torch.Tensor, bandwidths: Sequence[float]) ->
 @torch.no_grad()
 def log_density_grid(x: torch.Tensor, centers: torch.Tensor, bandwidths: Sequence[float],
                      prefixes: Sequence[int] | None = None, batch_size: int = 1024,
-                     chunk: int = 4096) -> dict[int, torch.Tensor]:
-    """Gaussian-KDE log p(x_n) for every bandwidth and every prefix of the centres.
+                     chunk: int = 4096, kernel: str = "gaussian") -> dict[int, torch.Tensor]:
+    """KDE log p(x_n) for every bandwidth and every prefix of the centres.
 
     x (N, *shape), centers (n, *shape) -> {n': (H, N) float64}, where n' runs over
     ``prefixes`` (default: [n]) and row j uses bandwidth h_j and the first n' centres.
@@ -79,16 +97,16 @@ def log_density_grid(x: torch.Tensor, centers: torch.Tensor, bandwidths: Sequenc
     if cuts[0] < 1 or cuts[-1] > n:
         raise ValueError(f"prefixes must lie in [1, {n}], got {cuts}")
     shift = c.mean(0, dtype=torch.float64).to(x.dtype)  # smaller |x|^2: less cancellation
-    x, c = x - shift, c - shift
+    c = c - shift
     borders = sorted({*range(0, n, chunk), *cuts, n})
-    log_norm = torch.tensor([-0.5 * d * math.log(2 * math.pi * h * h) for h in hs],
-                            dtype=torch.float64, device=x.device)[:, None]
+    scales, norms = _kernel(kernel, hs, d)
+    log_norm = torch.tensor(norms, dtype=torch.float64, device=x.device)[:, None]
     out = {k: torch.empty(len(hs), len(x), dtype=torch.float64, device=x.device) for k in cuts}
     for s in range(0, len(x), batch_size):
-        xb = x[s : s + batch_size]
+        xb = x[s : s + batch_size] - shift
         lse = torch.full((len(hs), len(xb)), -math.inf, dtype=torch.float64, device=x.device)
         for k0, k1 in itertools.pairwise(borders):
-            lse = torch.logaddexp(lse, _block_lse(xb, c[k0:k1], hs))
+            lse = torch.logaddexp(lse, _block_lse(xb, c[k0:k1], scales))
             if k1 in out:
                 out[k1][:, s : s + len(xb)] = lse - math.log(k1) + log_norm
     return out
@@ -114,23 +132,29 @@ def scott_bandwidth(x: torch.Tensor) -> float:
 
 
 def default_bandwidths(train: torch.Tensor, num: int = 20,
-                       span: tuple[float, float] = SCOTT_SPAN) -> list[float]:
-    """``num`` log-spaced bandwidths: Scott's h times 10^[span[0], span[1]]."""
+                       span: tuple[float, float] = SCOTT_SPAN,
+                       kernel: str = "gaussian") -> list[float]:
+    """``num`` log-spaced bandwidths: Scott's h times 10^[span[0], span[1]] (Gaussian), or
+    flip probabilities from 1e-4 to 0.4 (Bernoulli)."""
+    if kernel == "bernoulli":
+        return torch.logspace(-4, math.log10(0.4), num, dtype=torch.float64).tolist()
     h = scott_bandwidth(train)
     return [h * 10**e for e in torch.linspace(*span, num, dtype=torch.float64).tolist()]
 
 
 def _mean_log_density(val: torch.Tensor, train: torch.Tensor, hs: Sequence[float],
-                      batch_size: int, chunk: int) -> dict[float, float]:
-    """{h: mean_n log p_h(val_n)}."""
-    grid = next(iter(log_density_grid(val, train, hs, None, batch_size, chunk).values()))
+                      batch_size: int, chunk: int, kernel: str) -> dict[float, float]:
+    """{h: mean_n log p_h(val_n)}; Bernoulli flip probabilities >= 0.5 are skipped."""
+    hs = [h for h in hs if kernel != "bernoulli" or h < 0.5]
+    grid = next(iter(log_density_grid(val, train, hs, None, batch_size, chunk,
+                                      kernel).values()))
     return dict(zip(hs, grid.mean(1).tolist(), strict=True))
 
 
 def select_bandwidth(train: torch.Tensor, val: torch.Tensor,
                      candidates: Sequence[float] | None = None, refine: int = 10,
-                     max_extend: int = 3, batch_size: int = 1024,
-                     chunk: int = 4096) -> tuple[float, list[tuple[float, float]]]:
+                     max_extend: int = 3, batch_size: int = 1024, chunk: int = 4096,
+                     kernel: str = "gaussian") -> tuple[float, list[tuple[float, float]]]:
     """Bandwidth maximizing the mean validation log-likelihood, and the table [(h, mean)].
 
     Grid search over ``candidates`` (default: :func:`default_bandwidths`); if the best lies
@@ -138,22 +162,23 @@ def select_bandwidth(train: torch.Tensor, val: torch.Tensor,
     then ``refine`` log-spaced points between the best's neighbours are tried too.
     Each stage is one pass over (val, train), all its bandwidths at once.
     """
-    hs = sorted(candidates) if candidates is not None else default_bandwidths(train)
-    table = _mean_log_density(val, train, hs, batch_size, chunk)
+    hs = sorted(candidates) if candidates is not None else default_bandwidths(train,
+                                                                               kernel=kernel)
+    table = _mean_log_density(val, train, hs, batch_size, chunk, kernel)
     for _ in range(max_extend):
         keys, best = sorted(table), max(table, key=table.__getitem__)
         if len(keys) < 2 or keys[0] < best < keys[-1]:
             break
         step = keys[0] / keys[1] if best == keys[0] else keys[-1] / keys[-2]
         table |= _mean_log_density(val, train, [best * step**k for k in range(1, 6)],
-                                   batch_size, chunk)
+                                   batch_size, chunk, kernel)
     keys, best = sorted(table), max(table, key=table.__getitem__)
     i = keys.index(best)
     if refine > 0 and len(keys) > 1:
         lo = keys[i - 1] if i > 0 else best**2 / keys[1]
         hi = keys[i + 1] if i + 1 < len(keys) else best**2 / keys[-2]
         fine = torch.logspace(math.log10(lo), math.log10(hi), refine + 2, dtype=torch.float64)
-        table |= _mean_log_density(val, train, fine[1:-1].tolist(), batch_size, chunk)
+        table |= _mean_log_density(val, train, fine[1:-1].tolist(), batch_size, chunk, kernel)
         best = max(table, key=table.__getitem__)
     return best, sorted(table.items())
 
@@ -173,10 +198,13 @@ class KDEResult:
     dim: int
     table: list[tuple[float, float]]  # (h, mean validation log p(x)), sorted by h
     seconds: float
+    kernel: str = "gaussian"
 
     def summary(self) -> str:
         """One line for reports."""
-        s = (f"Gaussian KDE baseline (h = {self.bandwidth:.4g} chosen on {self.n_val} validation "
+        h = "h" if self.kernel == "gaussian" else "flip probability"
+        s = (f"{self.kernel.capitalize()}-kernel KDE baseline ({h} = {self.bandwidth:.4g} "
+             f"chosen on {self.n_val} validation "
              f"examples, {self.n_train} training centres): test log p(x) = {self.log_lik:.3f} "
              f"± {self.log_lik_se:.3f} nats/example")
         return s + (f", {self.bpd:.4f} bits/dim" if self.bpd is not None else "")
@@ -185,8 +213,9 @@ class KDEResult:
 def kde_baseline(train: torch.Tensor, val: torch.Tensor, test: torch.Tensor,
                  bpd_offset: float | None = None, max_train: int | None = None, seed: int = 0,
                  candidates: Sequence[float] | None = None, refine: int = 10,
-                 batch_size: int = 1024, chunk: int = 4096) -> KDEResult:
-    """Gaussian KDE on ``train`` (optionally ``max_train`` of it, seeded), h chosen on ``val``,
+                 batch_size: int = 1024, chunk: int = 4096,
+                 kernel: str = "gaussian") -> KDEResult:
+    """KDE on ``train`` (optionally ``max_train`` of it, seeded), bandwidth chosen on ``val``,
     scored on ``test``. All (N, *shape) on one device; float32 is fine, sums are float64.
     """
     t0 = time.perf_counter()
@@ -194,12 +223,13 @@ def kde_baseline(train: torch.Tensor, val: torch.Tensor, test: torch.Tensor,
         g = torch.Generator().manual_seed(seed)
         train = train[torch.randperm(len(train), generator=g)[:max_train].to(train.device)]
     h, table = select_bandwidth(train, val, candidates, refine, batch_size=batch_size,
-                                chunk=chunk)
-    ll = gaussian_kde_log_density(test, train, h, batch_size, chunk)
+                                chunk=chunk, kernel=kernel)
+    ll = log_density_grid(test, train, [h], None, batch_size, chunk, kernel)[len(train)][0]
     mean, se = mean_se(ll)
     dim = _flat(test[:1]).shape[1]
     return KDEResult(h, mean, se, to_bits_per_dim(-mean, bpd_offset, dim), dict(table)[h],
-                     len(train), len(val), len(test), dim, table, time.perf_counter() - t0)
+                     len(train), len(val), len(test), dim, table, time.perf_counter() - t0,
+                     kernel)
 
 
 @dataclass
@@ -216,7 +246,7 @@ class ParzenResult:
 
 def parzen_log_likelihood(samples: torch.Tensor, test: torch.Tensor, bandwidths: Sequence[float],
                           n_samples_list: Sequence[int] | None = None, batch_size: int = 1024,
-                          chunk: int = 4096) -> ParzenResult:
+                          chunk: int = 4096, kernel: str = "gaussian") -> ParzenResult:
     """Parzen-window estimate of a model's log-likelihood from its samples, on a grid.
 
     For every h in ``bandwidths`` and n in ``n_samples_list`` (default: n/100, n/10, n of
@@ -226,7 +256,7 @@ def parzen_log_likelihood(samples: torch.Tensor, test: torch.Tensor, bandwidths:
     n = len(samples)
     ns = sorted({int(k) for k in (n_samples_list or [n // 100, n // 10, n]) if int(k) > 0})
     hs = sorted(float(h) for h in bandwidths)
-    grid = log_density_grid(test, samples, hs, ns, batch_size, chunk)
+    grid = log_density_grid(test, samples, hs, ns, batch_size, chunk, kernel)
     stats = [[mean_se(row) for row in grid[k]] for k in ns]
     mean = torch.tensor([[m for m, _ in r] for r in stats], dtype=torch.float64)
     se = torch.tensor([[s for _, s in r] for r in stats], dtype=torch.float64)
