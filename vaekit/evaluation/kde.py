@@ -146,6 +146,8 @@ def _mean_log_density(val: torch.Tensor, train: torch.Tensor, hs: Sequence[float
                       batch_size: int, chunk: int, kernel: str) -> dict[float, float]:
     """{h: mean_n log p_h(val_n)}; Bernoulli flip probabilities >= 0.5 are skipped."""
     hs = [h for h in hs if kernel != "bernoulli" or h < 0.5]
+    if not hs:
+        return {}
     grid = next(iter(log_density_grid(val, train, hs, None, batch_size, chunk,
                                       kernel).values()))
     return dict(zip(hs, grid.mean(1).tolist(), strict=True))
@@ -170,8 +172,11 @@ def select_bandwidth(train: torch.Tensor, val: torch.Tensor,
         if len(keys) < 2 or keys[0] < best < keys[-1]:
             break
         step = keys[0] / keys[1] if best == keys[0] else keys[-1] / keys[-2]
-        table |= _mean_log_density(val, train, [best * step**k for k in range(1, 6)],
-                                   batch_size, chunk, kernel)
+        more = _mean_log_density(val, train, [best * step**k for k in range(1, 6)],
+                                 batch_size, chunk, kernel)
+        if not more:  # nothing valid beyond this edge (Bernoulli: eps < 0.5)
+            break
+        table |= more
     keys, best = sorted(table), max(table, key=table.__getitem__)
     i = keys.index(best)
     if refine > 0 and len(keys) > 1:

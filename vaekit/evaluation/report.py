@@ -76,4 +76,7 @@ def format_full_report(r: dict[str, Any]) -> str:
         parts.append(format_marginal(r["marginal"]))
     if "diagnostics" in r:
         parts.append(format_diagnostics(r["diagnostics"]))
+    if "kde" in r:
+        parts += ["nonparametric baselines:", "  " + r["kde"]["summary"],
+                  "  " + r["kde"]["parzen"]["note"]]
     return "\n".join(parts)
