@@ -30,12 +30,14 @@ def summarize(est: LogLikelihood, bpd_offset: float | None, dim: int) -> dict[st
     """Mean log p(x) with s.e., bits/dim, ESS median and 5th percentile, the curve over k."""
     mean, se = mean_se(est.log_px)
     ess = est.ess.double()
-    curve = {str(k): mean_se(v)[0] for k, v in sorted(est.prefix.items())}
-    curve[str(est.k)] = mean
+    stats = {str(k): mean_se(v) for k, v in sorted(est.prefix.items())}
+    stats[str(est.k)] = (mean, se)
     return {"k": est.k, "proposal": est.proposal, "log_px": mean, "log_px_se": se,
             "bpd": to_bits_per_dim(-mean, bpd_offset, dim),
             "ess_median": float(ess.median()), "ess_p5": float(torch.quantile(ess, 0.05)),
-            "ess_fraction_median": float(ess.median()) / est.k, "curve": curve}
+            "ess_fraction_median": float(ess.median()) / est.k,
+            "curve": {k: m for k, (m, _) in stats.items()},
+            "curve_se": {k: s for k, (_, s) in stats.items()}}
 
 
 def marginal_likelihood(model: VAE, x: torch.Tensor, k: int = 1000, k_naive: int = 0,
