@@ -45,7 +45,7 @@ def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions) -> dict[st
     res = evaluate(model, x, iwae_k=opts.k, bpd_offset=data.bpd_offset, batch_size=opts.batch_size,
                    memory_mb=opts.memory_mb, seed=opts.seed)
     res.update(split=opts.split, dataset=data.dataset.name, protocol=data.protocol,
-               transform=data.transform, options=asdict(opts))
+               transform=data.transform, bpd_offset=data.bpd_offset, options=asdict(opts))
     if opts.loglik or opts.naive:
         t = time.perf_counter()
         res["marginal"] = marginal_likelihood(model, x, k=opts.loglik or opts.k or 1,
