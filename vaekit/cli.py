@@ -44,7 +44,7 @@ TRAIN_FLAGS: list[tuple[str, str, str, Any, str]] = [
     ("--precision", "train", "precision", str, "fp32 | bf16 (autocast matmuls to bfloat16)"),
 ]
 SECTIONS = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig()}
-RESUMABLE = {"epochs", "device", "compile"}  # may change when a run is resumed
+RESUMABLE = {"epochs", "device", "compile", "fused"}  # may change when a run is resumed
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +57,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                        help=f"{text} (default: {default})")
     p.add_argument("--compile", action="store_const", const=True, default=None,
                    help="torch.compile the loss, forward and backward (default: off)")
+    p.add_argument("--no-fused", action="store_true",
+                   help="train through autograd instead of the hand-written ELBO gradients")
     p.add_argument("--out", type=Path, help="new run directory (default: runs/<data>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run saved in RUN_DIR exactly where it stopped")
@@ -120,6 +122,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             out.setdefault(section, {})[key] = value
     if args.compile:
         out.setdefault("train", {})["compile"] = True
+    if args.no_fused:
+        out.setdefault("train", {})["fused"] = False
     return out
 
 

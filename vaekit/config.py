@@ -87,6 +87,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     precision: str = "fp32"  # fp32 | bf16 (autocast of matmuls; the loss stays fp32)
     compile: bool = False  # torch.compile the loss (forward and backward)
+    fused: bool = True  # hand-written ELBO gradients for ReLU-MLP VAEs (same math, faster)
 
     def validate(self) -> None:
         if self.batch_size <= 0:

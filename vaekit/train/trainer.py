@@ -31,6 +31,8 @@ from vaekit.train.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from vaekit.train.fused import FusedELBO
+from vaekit.train.fused import supports as fused_supports
 
 
 @dataclass
@@ -84,6 +86,13 @@ def lr_at(step: int, total_steps: int, cfg: RunConfig) -> float:
     return t.lr
 
 
+def use_fused(model: VAE, cfg: RunConfig) -> bool:
+    """The hand-written gradient path applies: ReLU-MLP VAE, ELBO, analytic KL, plain fp32."""
+    t = cfg.train
+    return (t.fused and t.objective == "elbo" and t.kl == "analytic" and t.precision == "fp32"
+            and not t.compile and fused_supports(model))
+
+
 def make_step(model: VAE, opt: torch.optim.Optimizer, cfg: RunConfig, device: torch.device,
               total_steps: int = 0) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """``step(x, i)``: one optimizer step on batch x at global step i; returns the detached
@@ -92,15 +101,20 @@ def make_step(model: VAE, opt: torch.optim.Optimizer, cfg: RunConfig, device: to
     loss_of = torch.compile(loss_fn) if t.compile else loss_fn
     params = list(model.parameters())
     scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
+    fused = FusedELBO(model) if use_fused(model, cfg) else None
 
     def step(x: torch.Tensor, i: int) -> torch.Tensor:
         if scheduled:
             for group in opt.param_groups:
                 group["lr"] = lr_at(i, total_steps, cfg)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-            loss = loss_of(model, x, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if fused is not None:
+            loss = fused(x, t.beta)  # writes every p.grad: no zero_grad, no autograd graph
+        else:
+            with torch.autocast(device.type, dtype=torch.bfloat16,
+                                enabled=t.precision == "bf16"):
+                loss = loss_of(model, x, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         opt.step()

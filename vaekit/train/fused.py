@@ -1,0 +1,125 @@
+"""A hand-written forward and backward pass of the negative ELBO for MLP VAEs.
+
+Same math, same noise and the same gradients as ``elbo_loss(model, x, beta)`` followed by
+``loss.backward()`` (the tests compare them), without building an autograd graph: the
+gradients of a ReLU MLP, a Bernoulli or Gaussian likelihood and the analytic KL are short
+closed forms. On 2 CPU cores this removes most of the per-step overhead around the matmuls.
+
+    loss = (sum_b -log p(x_b|z_b) + beta KL_b) / B,   z = mu + exp(lv/2) eps
+    d loss / d logits = (sigmoid(l) - x) / B                        (Bernoulli)
+    d loss / d mu_x   = (mu_x - x) / (v B),  d / d log v = (1 - (x - mu_x)^2 / v) / (2B)
+    d loss / d mu     = (dz + beta mu) / B,  d / d lv = (dz eps e^(lv/2) + beta (e^lv - 1)) / (2B)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vaekit.distributions.likelihoods import (
+    BernoulliLikelihood,
+    DiagGaussianLikelihood,
+    FixedGaussianLikelihood,
+    GammaGaussianLikelihood,
+)
+from vaekit.models.vae import VAE
+from vaekit.nn.mlp import MLP
+
+
+def _relu_linears(net: nn.Module) -> list[nn.Linear] | None:
+    """The Linear layers of a vaekit ReLU MLP, or None for any other network."""
+    if not isinstance(net, MLP):
+        return None
+    layers = list(net.net)
+    linears = layers[0::2]
+    if not all(isinstance(m, nn.Linear) for m in linears) or not all(
+            isinstance(m, nn.ReLU) for m in layers[1::2]):
+        return None
+    return linears
+
+
+def supports(model: nn.Module) -> bool:
+    """True when ``FusedELBO`` can train ``model`` exactly."""
+    return (isinstance(model, VAE) and _relu_linears(model.encoder.net) is not None
+            and _relu_linears(model.likelihood.decoder) is not None
+            and type(model.likelihood) in (BernoulliLikelihood, FixedGaussianLikelihood,
+                                           GammaGaussianLikelihood, DiagGaussianLikelihood))
+
+
+def _forward(linears: list[nn.Linear], h: torch.Tensor) -> tuple[torch.Tensor,
+                                                                  list[torch.Tensor]]:
+    """ReLU MLP forward keeping every layer input: (output, [input of layer i])."""
+    inputs = []
+    for i, lin in enumerate(linears):
+        inputs.append(h)
+        h = torch.addmm(lin.bias, h, lin.weight.t())  # (B, out)
+        if i < len(linears) - 1:
+            h = h.clamp_min_(0)  # ReLU in place: the mask is recoverable as (h > 0)
+    return h, inputs
+
+
+def _backward(linears: list[nn.Linear], inputs: list[torch.Tensor], g: torch.Tensor,
+              need_input_grad: bool) -> torch.Tensor | None:
+    """Write weight/bias gradients of a ReLU MLP given d loss / d output ``g`` (B, out)."""
+    for i in range(len(linears) - 1, -1, -1):
+        lin, h = linears[i], inputs[i]
+        lin.weight.grad = g.t() @ h  # (out, in)
+        lin.bias.grad = g.sum(0)
+        if i > 0:
+            g = (g @ lin.weight).mul_(h > 0)  # through the layer, then the ReLU mask
+        elif need_input_grad:
+            return g @ lin.weight
+    return None
+
+
+class FusedELBO:
+    """``FusedELBO(model)(x, beta)`` -> loss (detached); fills ``p.grad`` of every parameter."""
+
+    def __init__(self, model: VAE) -> None:
+        if not supports(model):
+            raise ValueError("FusedELBO needs a vaekit ReLU-MLP VAE with a built-in likelihood")
+        self.model = model
+        self.enc = _relu_linears(model.encoder.net)
+        self.dec = _relu_linears(model.likelihood.decoder)
+
+    def __call__(self, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+        m, B = self.model, x.shape[0]
+        L = m.latent_dim
+        out, enc_in = _forward(self.enc, x.reshape(B, -1))
+        mu, lv = out[:, :L], out[:, L:]
+        std = torch.exp(0.5 * lv)
+        eps = torch.randn_like(mu)  # the same draw as elbo_loss
+        z = mu + std * eps
+        params, dec_in = _forward(self.dec, z)
+        nll, g = self._likelihood(params, x.reshape(B, -1))
+        g.div_(B)
+        dz = _backward(self.dec, dec_in, g, need_input_grad=True)
+        exp_lv = std * std
+        kl = 0.5 * (mu.pow(2) + exp_lv - 1 - lv).sum()
+        d_mu = (dz + beta / B * mu)
+        d_lv = 0.5 * (dz * eps * std + beta / B * (exp_lv - 1))
+        _backward(self.enc, enc_in, torch.cat([d_mu, d_lv], 1), need_input_grad=False)
+        return ((nll + beta * kl) / B).detach()
+
+    def _likelihood(self, params: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor,
+                                                                           torch.Tensor]:
+        """(-sum log p(x|z), d / d params) for the batch; params, x (B, D)."""
+        lik = self.model.likelihood
+        if isinstance(lik, BernoulliLikelihood):
+            nll = torch.nn.functional.binary_cross_entropy_with_logits(params, x, reduction="sum")
+            return nll, torch.sigmoid(params).sub_(x)
+        log_var = lik.noise_log_var().detach()
+        v = log_var.expand(lik.event_shape).reshape(-1)  # (D,)
+        inv = torch.exp(-v)
+        diff = params - x  # (B, D)
+        sq = diff.pow(2)
+        B, D = x.shape
+        nll = 0.5 * ((sq * inv).sum() + B * (v.sum() + D * math.log(2 * math.pi)))
+        if log_var.requires_grad or isinstance(lik, (GammaGaussianLikelihood,
+                                                     DiagGaussianLikelihood)):
+            d_v = 0.5 * (B - (sq * inv).sum(0)) / B  # (D,): d loss / d log v_j
+            param = lik.log_gamma if isinstance(lik, GammaGaussianLikelihood) else lik.log_var
+            param.grad = d_v.sum() if param.dim() == 0 else d_v.reshape(param.shape)
+        return nll, diff.mul_(inv)
