@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 import vaekit.train.trainer as trainer_mod
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.train import load_model, load_run_config, train
+from vaekit.train.fused import FusedELBO
 
 RING = ["--data", "ring:n=300", "--hidden", "16", "--latent-dim", "2", "--batch-size", "32",
         "--likelihood", "gaussian-gamma", "--device", "cpu", "--no-progress"]
@@ -102,17 +103,26 @@ def test_resume_then_two_more_epochs_is_bitwise_identical(tmp_path):
 
 
 def interrupt_after(monkeypatch, n_steps: int) -> None:
-    """Raise KeyboardInterrupt when the loss of step n_steps + 1 is about to be computed."""
+    """Raise KeyboardInterrupt when the loss of step n_steps + 1 is about to be computed
+    (on the autograd path and on the hand-written gradient path alike)."""
     calls = {"n": 0}
-    real = trainer_mod.loss_fn
+    real_loss, real_fused = trainer_mod.loss_fn, FusedELBO.__call__
 
-    def loss_fn(model, x, cfg):
+    def count() -> None:
         calls["n"] += 1
         if calls["n"] > n_steps:
             raise KeyboardInterrupt
-        return real(model, x, cfg)
+
+    def loss_fn(model, x, cfg):
+        count()
+        return real_loss(model, x, cfg)
+
+    def fused(self, x, beta=1.0):
+        count()
+        return real_fused(self, x, beta)
 
     monkeypatch.setattr(trainer_mod, "loss_fn", loss_fn)
+    monkeypatch.setattr(FusedELBO, "__call__", fused)
 
 
 def test_mid_epoch_resume_is_bitwise_identical(tmp_path, monkeypatch):
