@@ -201,3 +201,17 @@ def test_lr_warmup_with_progress_bar(tmp_path):
     last = 2 * STEPS_PER_EPOCH - 1  # lr of the last step: 1/2 (1 + cos(pi * 17/18)) * lr
     assert counters["param_groups"][0]["lr"] == pytest.approx(
         1e-2 * 0.5 * (1 + math.cos(math.pi * last / (2 * STEPS_PER_EPOCH))))
+
+
+def test_on_epoch_hook_and_cosine_without_total_steps(tmp_path):
+    from vaekit.train.trainer import lr_at
+
+    seen = []
+    res = train(ring_cfg(2), tmp_path / "A", progress=False,
+                on_epoch=lambda row, model: seen.append((row["epoch"], model.training)))
+    assert seen == [(1, False), (2, False)]  # called after validation (eval mode)
+    assert len(res.history) == 2
+    cfg = ring_cfg(1, lr_schedule="cosine", warmup_steps=10, lr=1e-2)
+    assert lr_at(4, 0, cfg) == pytest.approx(5e-3)  # warm-up
+    assert lr_at(50, 0, cfg) == pytest.approx(1e-2)  # unknown total: no decay to 0
+    assert lr_at(55, 100, cfg) == pytest.approx(5e-3)  # half-way through the cosine

@@ -137,6 +137,7 @@ def _merge(base: dict[str, Any], over: dict[str, dict[str, Any]]) -> dict[str, A
 def cmd_train(args: argparse.Namespace) -> None:
     from vaekit.config import load_config_file
     from vaekit.train import load_run_config, train
+    from vaekit.train.trainer import epoch_line
 
     flags = _flag_overrides(args)
     if args.resume:
@@ -149,7 +150,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = args.out or Path("runs") / f"{Path(cfg.data.name).name}-{stamp}"
     result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress,
-                   checkpoint_every=args.checkpoint_every)
+                   checkpoint_every=args.checkpoint_every,
+                   on_epoch=(lambda row, _m: print(epoch_line(row, cfg.train.epochs)))
+                   if args.no_progress else None)
     last = result.history[-1] if result.history else {}
     print(f"protocol: {result.data.protocol}")
     if "val_elbo" in last:

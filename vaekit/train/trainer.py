@@ -76,11 +76,12 @@ def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
 
 
 def lr_at(step: int, total_steps: int, cfg: RunConfig) -> float:
-    """Learning rate at a global step: linear warm-up, then constant or cosine decay to 0."""
+    """Learning rate at a global step: linear warm-up, then constant or cosine decay to 0
+    at ``total_steps`` (no decay when ``total_steps`` is unknown, i.e. <= warm-up)."""
     t = cfg.train
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
-    if t.lr_schedule == "cosine":
+    if t.lr_schedule == "cosine" and total_steps > t.warmup_steps:
         progress = (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps)
         return t.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return t.lr
@@ -198,10 +199,13 @@ def prepare_run_dir(run_dir: Path) -> None:
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          checkpoint_every: int = 0) -> TrainResult:
+          checkpoint_every: int = 0,
+          on_epoch: Callable[[dict[str, Any], VAE], None] | None = None) -> TrainResult:
     """Train ``cfg`` into ``run_dir`` (new), or continue the run saved there (``resume``).
 
-    ``checkpoint_every`` > 0 also checkpoints every that many steps inside an epoch.
+    ``progress`` shows a progress bar and one line per epoch; ``checkpoint_every`` > 0 also
+    checkpoints every that many steps inside an epoch; ``on_epoch(row, model)`` is called
+    after each epoch's validation and checkpoint (e.g. to evaluate or stop early).
     """
     run_dir = Path(run_dir)
     cfg.validate()
@@ -250,11 +254,14 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
             counters["epoch"] = epoch + 1
             checkpoint(epoch + 1)
             _write_logs(run_dir, history)
-            bar.write(_epoch_line(row, cfg.train.epochs))
+            if progress:
+                bar.write(epoch_line(row, cfg.train.epochs))
+            if on_epoch is not None:
+                on_epoch(row, model)
     return TrainResult(run_dir, model.eval(), data, history)
 
 
-def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
     line = (f"epoch {row['epoch']}/{epochs}: train -ELBO {row['train_loss']:.2f} nats/example"
             f" ({row['images_per_s']:.0f} img/s)")
     if "val_elbo" in row:
