@@ -37,7 +37,7 @@ class VAE(nn.Module):
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x, z) = log p(x|z) + log p(z); z (..., B, L), x (B, *shape) -> (..., B)."""
-        return self.likelihood(z).log_prob(x) + self.prior.log_prob(z)
+        return self.likelihood.log_prob(z, x) + self.prior.log_prob(z)
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True,

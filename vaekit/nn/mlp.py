@@ -15,6 +15,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+INPLACE = {"relu", "elu", "silu"}
+
+
 class MLP(nn.Module):
     """(..., *in_shape) -> (..., *out_shape) through Linear-activation layers.
 
@@ -30,8 +33,10 @@ class MLP(nn.Module):
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         widths = [math.prod(self.in_shape), *hidden]
         layers: list[nn.Module] = []
+        act = ACTIVATIONS[activation]
+        inplace = activation in INPLACE  # saves one allocation and pass per layer
         for w_in, w_out in itertools.pairwise(widths):
-            layers += [nn.Linear(w_in, w_out), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(w_in, w_out), act(inplace=True) if inplace else act()]
         layers.append(nn.Linear(widths[-1], math.prod(self.out_shape)))
         self.net = nn.Sequential(*layers)
 

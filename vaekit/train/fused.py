@@ -67,8 +67,8 @@ def _backward(linears: list[nn.Linear], inputs: list[torch.Tensor], g: torch.Ten
         lin, h = linears[i], inputs[i]
         lin.weight.grad = g.t() @ h  # (out, in)
         lin.bias.grad = g.sum(0)
-        if i > 0:
-            g = (g @ lin.weight).mul_(h > 0)  # through the layer, then the ReLU mask
+        if i > 0:  # through the layer, then the ReLU: zero where its output h was 0
+            g = torch.ops.aten.threshold_backward(g @ lin.weight, h, 0)
         elif need_input_grad:
             return g @ lin.weight
     return None
@@ -84,6 +84,7 @@ class FusedELBO:
         self.enc = _relu_linears(model.encoder.net)
         self.dec = _relu_linears(model.likelihood.decoder)
 
+    @torch.no_grad()  # gradients are written by hand: no autograd graph is recorded
     def __call__(self, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
         m, B = self.model, x.shape[0]
         L = m.latent_dim
@@ -101,7 +102,7 @@ class FusedELBO:
         d_mu = (dz + beta / B * mu)
         d_lv = 0.5 * (dz * eps * std + beta / B * (exp_lv - 1))
         _backward(self.enc, enc_in, torch.cat([d_mu, d_lv], 1), need_input_grad=False)
-        return ((nll + beta * kl) / B).detach()
+        return (nll + beta * kl) / B
 
     def _likelihood(self, params: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor,
                                                                            torch.Tensor]:
