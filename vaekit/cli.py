@@ -13,9 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vaekit import __version__
-from vaekit.config import LIKELIHOODS, TRANSFORMS, DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaekit.errors import CheckpointError, ConfigError, VaekitError
+from vaekit.runtime import configure_cpu_runtime
+
+configure_cpu_runtime()  # before anything imports torch
+
+from vaekit import __version__  # noqa: E402
+from vaekit.config import LIKELIHOODS, TRANSFORMS, DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from vaekit.errors import CheckpointError, ConfigError, VaekitError  # noqa: E402
 
 # flag -> (config section, key, type, help); defaults are read from the dataclasses
 TRAIN_FLAGS: list[tuple[str, str, str, Any, str]] = [

@@ -1,0 +1,707 @@
+"""Training throughput of the classic MLP VAE (784-400-20, Bernoulli, dynamically binarized
+Fashion-MNIST, Adam lr 1e-3, batch 128, fp32) against typical PyTorch code and pythae,
+plus matmul ceilings, time-to-quality, scaling and a profile of vaekit's step.
+
+    python benchmarks/bench_train.py            # full run (minutes)
+    python benchmarks/bench_train.py --quick    # smoke run (< 1 minute)
+
+No timing assertions: numbers are printed and written to JSON (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import inspect
+import io
+import itertools
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    D,
+    ensure_importable,
+    isolated,
+    linear_shapes,
+    machine_info,
+    median,
+    table,
+    timed_steps,
+    train_flops_per_image,
+    vaekit_env,
+    write_json,
+)
+
+ensure_importable()
+
+BATCH, LR, SEED, TEST_SEED = 128, 1e-3, 0, 1  # TEST_SEED = vaekit's default eval_seed + 1
+CONTENDERS = ("pytorch-examples", "tensor-loop", "pythae", "vaekit", "vaekit-autograd",
+              "vaekit-bf16", "vaekit-compile")
+SECTIONS = ("throughput", "matmul", "ttq", "scaling", "profile")
+
+
+# ============================================================================ contenders a-c
+
+
+def _train_images(limit: int = 0):
+    from vaekit.data.datasets import load_dataset
+
+    x = load_dataset("fashion-mnist").train
+    return x[:limit] if limit else x
+
+
+def bench_pytorch_examples(warmup: int, epochs: int | None, steps: int | None,
+                           limit: int = 0) -> dict[str, Any]:
+    """(a) Like pytorch/examples vae/main.py: per-item Dataset + DataLoader(shuffle=True),
+    sigmoid outputs, F.binary_cross_entropy(reduction='sum') + KLD, loss.item() per step."""
+    import torch
+    import torch.nn.functional as F
+    from common import classic_vae, kld_sum
+    from torch.utils.data import DataLoader, Dataset
+
+    class BinarizedImages(Dataset):  # ToTensor-like scaling + binarization per sample
+        def __init__(self, raw: torch.Tensor) -> None:
+            self.raw = raw
+
+        def __len__(self) -> int:
+            return len(self.raw)
+
+        def __getitem__(self, i: int):
+            return torch.bernoulli(self.raw[i].float().div(255)), 0
+
+    torch.manual_seed(SEED)
+    loader = DataLoader(BinarizedImages(_train_images(limit)), batch_size=BATCH, shuffle=True)
+    model = classic_vae().train()
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    total = [0.0]
+
+    def step(x: torch.Tensor) -> None:
+        x = x.view(-1, D)
+        opt.zero_grad()
+        logits, mu, log_var = model(x)
+        loss = F.binary_cross_entropy(torch.sigmoid(logits), x, reduction="sum")
+        loss = loss + kld_sum(mu, log_var)
+        loss.backward()
+        total[0] += loss.item()
+        opt.step()
+
+    out = timed_steps(lambda: loader, step, warmup, steps, epochs)
+    return {**out, "notes": "DataLoader(num_workers=0) over a per-item Dataset"}
+
+
+def _tensor_batches(images, generator=None):
+    """perm = randperm; x = images[perm[i:i+128]]; torch.bernoulli(x), one epoch per call."""
+    import torch
+
+    def batches():
+        perm = torch.randperm(len(images), generator=generator)
+        for i in range(0, len(images), BATCH):
+            yield torch.bernoulli(images[perm[i : i + BATCH]])
+
+    return batches
+
+
+def bench_tensor_loop(warmup: int, epochs: int | None, steps: int | None,
+                      limit: int = 0) -> dict[str, Any]:
+    """(b) Same model and loss as (a), BCE with logits, batches indexed out of one float tensor."""
+    import torch
+    import torch.nn.functional as F
+    from common import classic_vae, kld_sum
+
+    torch.manual_seed(SEED)
+    images = _train_images(limit).float().div(255).view(-1, D)
+    model = classic_vae().train()
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+
+    def step(x: torch.Tensor) -> None:
+        opt.zero_grad()
+        logits, mu, log_var = model(x)
+        loss = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        (loss + kld_sum(mu, log_var)).backward()
+        opt.step()
+
+    return timed_steps(_tensor_batches(images), step, warmup, steps, epochs)
+
+
+def bench_pythae(warmup: int, epochs: int | None, steps: int | None,
+                 limit: int = 0) -> dict[str, Any]:
+    """(c) pythae.models.VAE (bce) with custom encoder/decoder of the same architecture,
+    driven by a manual loop on ``model({"data": x}).loss`` (not pythae's BaseTrainer)."""
+    try:
+        from pythae.models import VAE, VAEConfig
+        from pythae.models.base.base_utils import ModelOutput
+        from pythae.models.nn import BaseDecoder, BaseEncoder
+    except ImportError:
+        return {"skipped": "pythae is not installed (pip install -e '.[bench]')"}
+    import torch
+    from common import H, L
+    from torch import nn
+
+    class Encoder(BaseEncoder):
+        def __init__(self) -> None:
+            BaseEncoder.__init__(self)
+            self.net = nn.Sequential(nn.Linear(D, H), nn.ReLU(), nn.Linear(H, 2 * L))
+
+        def forward(self, x: torch.Tensor):
+            mu, log_var = self.net(x.reshape(len(x), -1)).chunk(2, dim=-1)
+            return ModelOutput(embedding=mu, log_covariance=log_var)
+
+    class Decoder(BaseDecoder):
+        def __init__(self) -> None:
+            BaseDecoder.__init__(self)
+            self.net = nn.Sequential(nn.Linear(L, H), nn.ReLU(), nn.Linear(H, D))
+
+        def forward(self, z: torch.Tensor):
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)).reshape(-1, 1, 28, 28))
+
+    torch.manual_seed(SEED)
+    images = _train_images(limit).float().div(255).view(-1, 1, 28, 28)
+    cfg = VAEConfig(input_dim=(1, 28, 28), latent_dim=L, reconstruction_loss="bce")
+    model = VAE(cfg, encoder=Encoder(), decoder=Decoder()).train()
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+
+    def step(x: torch.Tensor) -> None:
+        opt.zero_grad()
+        model({"data": x}).loss.backward()  # mean over batch of BCE(sigmoid) sum + KL
+        opt.step()
+
+    out = timed_steps(_tensor_batches(images), step, warmup, steps, epochs)
+    return {**out, "notes": "manual loop on model({'data': x}).loss; pythae BCE on sigmoid"}
+
+
+# ============================================================================ vaekit
+
+
+def _quiet():
+    """vaekit's train() writes one line per epoch even with progress=False: swallow it."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
+    """(d) vaekit.train.train() through the public API; images/s from its history rows
+    (training loop only): median and best of the epochs after the first. ``extra``:
+    TrainConfig fields of a variant (precision, compile, fused)."""
+    import dataclasses
+
+    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from vaekit.train import train
+
+    missing = set(extra) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if missing:
+        return {"skipped": f"this vaekit's TrainConfig has no {sorted(missing)}"}
+    cfg = RunConfig(
+        data=DataConfig(name="fashion-mnist", val_fraction=0.0, limit=limit),
+        model=ModelConfig(latent_dim=20, hidden=[400], likelihood="bernoulli"),
+        train=TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR, seed=SEED, device="cpu",
+                          **extra))
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        t0 = time.perf_counter()
+        res = train(cfg, run_dir=Path(tmp) / "run", progress=False)
+        total = time.perf_counter() - t0
+    rows = res.history
+    later = [r["images_per_s"] for r in rows[1:]] or [rows[0]["images_per_s"]]
+    return {"images_per_s": median(later), "images_per_s_best": max(later),
+            "epoch_images_per_s": [r["images_per_s"] for r in rows],
+            "epoch_seconds": [r["seconds"] for r in rows],
+            "images": sum(len(res.data.train_raw) for _ in rows[1:]),
+            "seconds": round(sum(r["seconds"] for r in rows[1:]), 3),
+            "train_call_seconds": round(total, 2), "final_train_loss": rows[-1]["train_loss"],
+            "train_config": vars(cfg.train),
+            "notes": f"vaekit.train.train, {len(rows[1:]) or 1} timed epoch(s) of "
+                     f"{len(res.data.train_raw)} images after 1 warm-up epoch"}
+
+
+# ============================================================================ matmul ceiling
+
+
+def bench_matmul(batch: int, seconds_per_shape: float) -> dict[str, Any]:
+    """GFLOP/s of the matmuls of one training step, in the layouts autograd uses:
+    forward addmm(b, x, W^T), backward dx = gy @ W and dW = gy^T @ x."""
+    import torch
+    import torch.nn.functional as F
+
+    def rate(fn, flops: int, repeats: int = 5) -> float:
+        """Best of ``repeats`` runs of n calls, n sized so a run takes ~seconds/repeats."""
+        for _ in range(5):
+            fn()
+        n = 4
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if time.perf_counter() - t0 >= seconds_per_shape / repeats / 2:
+                break
+            n *= 2
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best = min(best, time.perf_counter() - t0)
+        return flops * n / best / 1e9
+
+    out: dict[str, Any] = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        rows, tot_flops, tot_time = [], 0, 0.0
+        for name, i, o in linear_shapes():
+            x = torch.randn(batch, i, dtype=dtype)
+            W = torch.randn(o, i, dtype=dtype)
+            b = torch.randn(o, dtype=dtype)
+            gy = torch.randn(batch, o, dtype=dtype)
+            ops = [("fwd", f"({batch}x{i})@({i}x{o})", lambda x=x, w=W, b=b: F.linear(x, w, b)),
+                   ("dW", f"({o}x{batch})@({batch}x{i})", lambda gy=gy, x=x: gy.t() @ x)]
+            if name != "enc1":  # autograd skips the gradient of the input
+                ops.append(("dx", f"({batch}x{o})@({o}x{i})", lambda gy=gy, w=W: gy @ w))
+            for kind, shape, fn in ops:
+                flops = 2 * batch * i * o
+                g = rate(fn, flops)
+                rows.append({"layer": name, "op": kind, "shape": shape, "flops": flops,
+                             "gflops": round(g, 1)})
+                tot_flops += flops
+                tot_time += flops / (g * 1e9)
+        key = "fp32" if dtype == torch.float32 else "bf16"
+        out[key] = {"per_shape": rows, "aggregate_gflops": round(tot_flops / tot_time / 1e9, 1)}
+    return out
+
+
+# ============================================================================ time to quality
+
+
+def _test_set():
+    from vaekit.data.datasets import load_dataset
+    from vaekit.data.pipeline import fixed_transform
+
+    ds = load_dataset("fashion-mnist")
+    return fixed_transform(ds.test, "binarize", ds.levels, TEST_SEED)
+
+
+def _test_neg_elbo(model, test) -> float:
+    """Mean one-sample test -ELBO (analytic KL, fixed noise), nats/example, by elbo_terms."""
+    from vaekit.evaluation.metrics import elbo_terms
+
+    model.eval()
+    value = -float(elbo_terms(model, test, 1000, seed=0)["elbo"].double().mean())
+    model.train()
+    return value
+
+
+def _vaekit_classic(latent: int = 20, hidden: int = 400):
+    from vaekit.config import ModelConfig
+    from vaekit.models import build_model
+
+    return build_model(ModelConfig(latent_dim=latent, hidden=[hidden], likelihood="bernoulli",
+                                   data_shape=[28, 28]))
+
+
+def ttq_reference(epochs: int, limit: int = 0) -> dict[str, Any]:
+    """The tensor-loop (b) trained ``epochs`` epochs; test -ELBO after each (timing training
+    only), evaluated by copying its weights into a vaekit model of the same architecture."""
+    import torch
+    import torch.nn.functional as F
+    from common import classic_vae, kld_sum
+
+    torch.manual_seed(SEED)
+    images = _train_images(limit).float().div(255).view(-1, D)
+    test = _test_set()
+    model = classic_vae().train()
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    twin = _vaekit_classic()
+    batches = _tensor_batches(images)
+    curve, train_s = [], 0.0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        for x in batches():
+            opt.zero_grad()
+            logits, mu, log_var = model(x)
+            loss = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+            (loss + kld_sum(mu, log_var)).backward()
+            opt.step()
+        train_s += time.perf_counter() - t0
+        twin.encoder.net.net.load_state_dict(model.enc.state_dict())
+        twin.likelihood.decoder.net.load_state_dict(model.dec.state_dict())
+        curve.append({"epoch": epoch, "train_seconds": round(train_s, 3),
+                      "test_neg_elbo": round(_test_neg_elbo(twin, test), 4)})
+    return {"curve": curve, "n_train": len(images)}
+
+
+def ttq_vaekit(epochs: int, batch_size: int, lr: float, extra: dict[str, Any],
+               limit: int = 0) -> dict[str, Any]:
+    """vaekit.train.train() with a given preset; its per-epoch validation is redirected to
+    the fixed test set so the curve comes from train()'s own loop (whatever schedule the
+    preset adds) and its history 'seconds' (training loop only)."""
+    import vaekit.train.trainer as trainer
+    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    test = _test_set()
+    trainer.validate = lambda model, data, cfg: {"val_elbo": -_test_neg_elbo(model, test)}
+    cfg = RunConfig(
+        data=DataConfig(name="fashion-mnist", val_fraction=0.0, limit=limit),
+        model=ModelConfig(latent_dim=20, hidden=[400], likelihood="bernoulli"),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=SEED, device="cpu",
+                          **extra))
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        res = trainer.train(cfg, run_dir=Path(tmp) / "run", progress=False)
+    curve, train_s = [], 0.0
+    for r in res.history:
+        train_s += r["seconds"]
+        curve.append({"epoch": r["epoch"], "train_seconds": round(train_s, 3),
+                      "test_neg_elbo": round(-r["val_elbo"], 4)})
+    return {"curve": curve, "n_train": len(res.data.train_raw), "train_config": vars(cfg.train)}
+
+
+def crossing(curve: list[dict[str, Any]], target: float) -> float | None:
+    """Training seconds where the curve first crosses ``target``, linear between epochs."""
+    prev = None
+    for row in curve:
+        if row["test_neg_elbo"] <= target:
+            if prev is None or prev["test_neg_elbo"] == row["test_neg_elbo"]:
+                return row["train_seconds"]
+            f = (prev["test_neg_elbo"] - target) / (prev["test_neg_elbo"] - row["test_neg_elbo"])
+            return round(prev["train_seconds"]
+                         + f * (row["train_seconds"] - prev["train_seconds"]), 3)
+        prev = row
+    return None
+
+
+def first_reach(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
+    for row in curve:
+        if row["test_neg_elbo"] <= target:
+            return row
+    return None
+
+
+# ============================================================================ scaling, profile
+
+
+def _vaekit_parts(latent: int, hidden: int, limit: int = 0):
+    """vaekit's building blocks as train() wires them (fp32, batch 128, Adam 1e-3)."""
+    import torch
+
+    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from vaekit.data.pipeline import BatchLoader, prepare_data
+    from vaekit.models import build_model
+    from vaekit.train.trainer import make_optimizer, make_step
+
+    cfg = RunConfig(DataConfig(val_fraction=0.0, limit=limit),
+                    ModelConfig(latent_dim=latent, hidden=[hidden], likelihood="bernoulli"),
+                    TrainConfig(batch_size=BATCH, lr=LR, seed=SEED, device="cpu"))
+    data = prepare_data(cfg.data, "bernoulli", SEED)
+    cfg.model.data_shape = list(data.shape)
+    torch.manual_seed(SEED)
+    model = build_model(cfg.model).train()
+    opt = make_optimizer(model, LR)
+    raw_step = make_step(model, opt, cfg, torch.device("cpu"))
+    counter = itertools.count()
+    if len(inspect.signature(raw_step).parameters) >= 2:  # step(x, i): i = global step
+
+        def step(x):
+            return raw_step(x, next(counter))
+    else:
+        step = raw_step
+    loader = BatchLoader(data.train_raw, data.transform, data.dataset.levels, BATCH,
+                         torch.Generator().manual_seed(SEED + 1))
+    return model, opt, step, loader, cfg
+
+
+def bench_scaling(configs: list[dict[str, int]], steps: int, warmup: int) -> dict[str, Any]:
+    """vaekit images/s for each (latent, hidden, n_train); ``n_train`` rows time whole epochs."""
+    rows = []
+    for c in configs:
+        _, _, step, loader, _ = _vaekit_parts(c["latent"], c["hidden"], c.get("n_train", 0))
+        if c.get("n_train"):
+            r = timed_steps(loader.epoch, step, warmup, epochs=1)
+            r["seconds_per_epoch"] = r["seconds"]
+        else:
+            r = timed_steps(loader.epoch, step, warmup, steps=steps)
+        flops = train_flops_per_image(D, c["hidden"], c["latent"])["train_step"]
+        rows.append({**c, **r, "train_gflops": round(r["images_per_s"] * flops / 1e9, 1)})
+    return {"rows": rows}
+
+
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul",
+              "aten::baddbmm", "aten::addmv", "aten::mv"}
+
+
+def bench_profile(steps: int, warmup: int) -> dict[str, Any]:
+    """torch.profiler over ``steps`` vaekit steps (make_step); self CPU time by category."""
+    from torch.profiler import ProfilerActivity, profile
+
+    import vaekit.train.trainer as trainer
+
+    model, _, step, loader, cfg = _vaekit_parts(20, 400)
+    fused = bool(getattr(trainer, "use_fused", lambda m, c: False)(model, cfg))
+
+    def batches(n: int) -> list:
+        epochs = (x for _ in itertools.count() for x in loader.epoch())
+        return list(itertools.islice(epochs, n))
+
+    for x in batches(warmup):
+        step(x)
+    t0 = time.perf_counter()
+    n_batches = sum(1 for _ in loader.epoch())  # one whole epoch: shuffle + per-batch binarize
+    loader_ms = (time.perf_counter() - t0) * 1e3 / n_batches
+    xs = batches(steps)  # pre-drawn: the profile covers the optimizer step only
+    t0 = time.perf_counter()
+    for x in xs:
+        step(x)
+    plain = time.perf_counter() - t0
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        for x in xs:
+            step(x)
+        wall = time.perf_counter() - t0
+    cats = {"matmul": 0.0, "elementwise": 0.0, "optimizer": 0.0}
+    autograd_self, per_op = 0.0, {}
+
+    def under_optimizer(evt) -> bool:
+        while evt is not None:
+            if evt.name.startswith("Optimizer.step") or "_fused_adam" in evt.name \
+                    or evt.name.startswith("aten::_foreach_"):
+                return True
+            evt = evt.cpu_parent
+        return False
+
+    for evt in prof.events():
+        us = evt.self_cpu_time_total
+        if under_optimizer(evt):
+            cats["optimizer"] += us
+        elif evt.name in MATMUL_OPS:
+            cats["matmul"] += us
+        elif evt.name.startswith("aten::"):
+            cats["elementwise"] += us
+        else:
+            if evt.name.startswith("autograd::"):
+                autograd_self += us
+            continue
+        per_op[evt.name] = per_op.get(evt.name, 0.0) + us
+    wall_us = wall * 1e6
+    cats["python_other"] = max(wall_us - sum(cats.values()), 0.0)
+    pct = {k: round(100 * v / wall_us, 1) for k, v in cats.items()}
+    top = sorted(per_op.items(), key=lambda kv: -kv[1])[:12]
+    return {"steps": steps, "hand_written_gradients": fused,
+            "wall_s_profiled": round(wall, 3), "wall_s_unprofiled": round(plain, 3),
+            "percent": pct, "ms_per_step": {k: round(v / 1e3 / steps, 3) for k, v in cats.items()},
+            "autograd_engine_self_ms_per_step": round(autograd_self / 1e3 / steps, 3),
+            "loader_ms_per_batch_not_profiled": round(loader_ms, 3),
+            "top_ops_ms_per_step": {k: round(v / 1e3 / steps, 3) for k, v in top}}
+
+
+# ============================================================================ driver
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run, < 1 minute")
+    p.add_argument("--json", type=Path, default=None,
+                   help="output JSON (default benchmarks/results/bench_train[_quick].json)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per contender")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    p.add_argument("--epochs", type=int, default=3,
+                   help="timed epochs per contender (vaekit: + 1 warm-up epoch)")
+    p.add_argument("--warmup", type=int, default=20, help="warm-up steps of contenders a-c")
+    p.add_argument("--compile", action="store_true",
+                   help="in --quick mode, also run vaekit-compile (skipped there by default)")
+    p.add_argument("--ttq-batch-size", type=int, default=BATCH)
+    p.add_argument("--ttq-lr", type=float, default=LR)
+    p.add_argument("--ttq-epochs", type=int, default=10, help="max epochs of the vaekit run")
+    p.add_argument("--ttq-ref-epochs", type=int, default=10,
+                   help="epochs of the reference whose final test -ELBO is the target")
+    p.add_argument("--ttq-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra TrainConfig field of the vaekit preset (repeatable), "
+                        "e.g. --ttq-set precision=bf16")
+    return p.parse_args(argv)
+
+
+def _literal(v: str) -> Any:
+    try:
+        return ast.literal_eval(v)
+    except (ValueError, SyntaxError):
+        return v
+
+
+def run_throughput(a, q: bool, rec: dict[str, Any]) -> dict[str, Any]:
+    steps = 40 if q else None
+    epochs = None if q else a.epochs
+    warmup = min(a.warmup, 5) if q else a.warmup
+    limit = 6400 if q else 0  # vaekit, quick: 50 steps per epoch, 1 warm-up + 2 timed
+    v_epochs = 3 if q else a.epochs + 1
+    abc = {"warmup": warmup, "epochs": epochs, "steps": steps}
+    jobs = {
+        "pytorch-examples": (bench_pytorch_examples, abc),
+        "tensor-loop": (bench_tensor_loop, abc),
+        "pythae": (bench_pythae, abc),
+        "vaekit": (bench_vaekit, {"epochs": v_epochs, "limit": limit}),
+        "vaekit-autograd": (bench_vaekit, {"epochs": v_epochs, "limit": limit, "fused": False}),
+        "vaekit-bf16": (bench_vaekit, {"epochs": v_epochs, "limit": limit, "precision": "bf16"}),
+        "vaekit-compile": (bench_vaekit, {"epochs": v_epochs, "limit": limit, "compile": True}),
+    }
+    res: dict[str, Any] = {}
+    for name in a.contenders:
+        if name == "vaekit-compile" and q and not a.compile:
+            res[name] = {"skipped": "torch.compile takes ~a minute: pass --compile with --quick"}
+            print(f"  {name}: skipped in --quick (pass --compile)")
+            continue
+        fn, kw = jobs[name]
+        print(f"  {name} ...", flush=True)
+        res[name] = isolated(fn, a.threads, env=vaekit_env(name), **kw)
+    rec["throughput"] = res
+    ok = {k: v for k, v in res.items() if "images_per_s" in v}
+    ref = ok.get("tensor-loop", {}).get("images_per_s")
+    vk = ok.get("vaekit", {}).get("images_per_s")
+    rows = []
+    for name, r in res.items():
+        if "images_per_s" not in r:
+            rows.append([name, None, None, None, None, None, r.get("skipped") or r.get("error")])
+            continue
+        ratio_vk = vk / r["images_per_s"] if vk and not name.startswith("vaekit") else None
+        ratio_ref = r["images_per_s"] / ref if ref and name.startswith("vaekit") else None
+        r["vaekit_fp32_over_this"] = ratio_vk
+        r["this_over_tensor_loop"] = ratio_ref
+        rows.append([name, r["images_per_s"], r.get("images_per_s_best"), r["peak_rss_mb"],
+                     ratio_vk, ratio_ref, r.get("notes", "")])
+    print(table(["contender", "img/s", "best", "peak RSS MB", "vaekit/this", "this/tensor-loop",
+                 "notes"], rows, "\nTraining throughput (fp32 unless named; images/second)",
+                digits=2))
+    for name, r in ok.items():
+        if name.startswith("vaekit") and r.get("epoch_seconds"):
+            es = r["epoch_seconds"]
+            print(f"  {name}: epoch seconds {es} (first epoch = warm-up"
+                  f"{', includes compilation' if 'compile' in name else ''})")
+    return res
+
+
+def run_matmul(a, q: bool, rec: dict[str, Any]) -> None:
+    print("  matmul ...", flush=True)
+    mm = isolated(bench_matmul, a.threads, batch=BATCH, seconds_per_shape=0.05 if q else 0.3)
+    rec["matmul"] = mm
+    if "error" in mm:
+        return
+    flops = train_flops_per_image()
+    rows = [[f"{r['layer']} {r['op']}", r["shape"], r["gflops"], b["gflops"]]
+            for r, b in zip(mm["fp32"]["per_shape"], mm["bf16"]["per_shape"], strict=True)]
+    rows.append(["aggregate (FLOP-weighted)", "", mm["fp32"]["aggregate_gflops"],
+                 mm["bf16"]["aggregate_gflops"]])
+    print(table(["matmul", "shape", "fp32 GFLOP/s", "bf16 GFLOP/s"], rows,
+                f"\nMatmul throughput, batch {BATCH} ({flops['train_step'] / 1e6:.2f} MFLOP per"
+                " image per training step)"))
+    ceil = {}
+    for key, contender in (("fp32", "vaekit"), ("bf16", "vaekit-bf16")):
+        c = mm[key]["aggregate_gflops"] * 1e9 / flops["train_step"]
+        got = rec.get("throughput", {}).get(contender, {}).get("images_per_s")
+        ceil[key] = {"ceiling_images_per_s": round(c, 1), "vaekit": got,
+                     "fraction": round(got / c, 3) if got else None}
+    rec["ceiling"] = {"flops_per_image": flops, **ceil}
+    print(table(["precision", "matmul-bound ceiling img/s", "vaekit img/s", "fraction"],
+                [[k, v["ceiling_images_per_s"], v["vaekit"], v["fraction"]]
+                 for k, v in ceil.items()], "", digits=2))
+
+
+def run_ttq(a, q: bool, rec: dict[str, Any]) -> None:
+    limit = 3000 if q else 0
+    ref_epochs = 2 if q else a.ttq_ref_epochs
+    vk_epochs = 2 if q else a.ttq_epochs
+    extra = dict(kv.split("=", 1) for kv in a.ttq_set)
+    extra = {k: _literal(v) for k, v in extra.items()}
+    print("  time-to-quality: reference ...", flush=True)
+    ref = isolated(ttq_reference, a.threads, epochs=ref_epochs, limit=limit)
+    print("  time-to-quality: vaekit ...", flush=True)
+    vk = isolated(ttq_vaekit, a.threads, epochs=vk_epochs, batch_size=a.ttq_batch_size,
+                  lr=a.ttq_lr, extra=extra, limit=limit)
+    out: dict[str, Any] = {"reference": ref, "vaekit": vk,
+                           "preset": {"batch_size": a.ttq_batch_size, "lr": a.ttq_lr,
+                                      "epochs": vk_epochs, **extra}}
+    rec["time_to_quality"] = out
+    if "curve" not in ref or "curve" not in vk:
+        return
+    target = ref["curve"][-1]["test_neg_elbo"]
+    hit_ref, hit_vk = first_reach(ref["curve"], target), first_reach(vk["curve"], target)
+    out["target_test_neg_elbo"] = target
+    out["reference_seconds"] = hit_ref["train_seconds"] if hit_ref else None
+    out["vaekit_seconds"] = hit_vk["train_seconds"] if hit_vk else None
+    out["vaekit_epoch"] = hit_vk["epoch"] if hit_vk else None
+    out["vaekit_seconds_interpolated"] = crossing(vk["curve"], target)
+    out["speedup"] = (round(hit_ref["train_seconds"] / hit_vk["train_seconds"], 3)
+                      if hit_ref and hit_vk else None)
+    n = max(len(ref["curve"]), len(vk["curve"]))
+    rows = []
+    for i in range(n):
+        r = ref["curve"][i] if i < len(ref["curve"]) else {}
+        v = vk["curve"][i] if i < len(vk["curve"]) else {}
+        rows.append([i + 1, r.get("train_seconds"), r.get("test_neg_elbo"),
+                     v.get("train_seconds"), v.get("test_neg_elbo")])
+    print(table(["epoch", "ref train s", "ref test -ELBO", "vaekit train s", "vaekit test -ELBO"],
+                rows, f"\nTime to quality: target = reference's epoch-{ref_epochs} test -ELBO "
+                f"{target:.3f} nats (preset {out['preset']})", digits=3))
+    if hit_vk:
+        print(f"  vaekit reached it at epoch {hit_vk['epoch']} after {hit_vk['train_seconds']:.1f}"
+              f" s of training (interpolated {out['vaekit_seconds_interpolated']:.1f} s) vs "
+              f"{out['reference_seconds']:.1f} s: speed-up {out['speedup']:.2f}x")
+    else:
+        best = min(r["test_neg_elbo"] for r in vk["curve"])
+        print(f"  vaekit did not reach it in {vk_epochs} epochs (best {best:.3f})")
+
+
+def run_scaling(a, q: bool, rec: dict[str, Any]) -> None:
+    configs = ([{"latent": lat, "hidden": 400} for lat in (2, 20, 64)]
+               + [{"latent": 20, "hidden": h} for h in (200, 800)]
+               + [{"latent": 20, "hidden": 400, "n_train": n} for n in (6000, 60000)])
+    if q:
+        configs = [c for c in configs if c.get("n_train", 6000) == 6000]
+    print("  scaling ...", flush=True)
+    sc = isolated(bench_scaling, a.threads, configs=configs, steps=40 if q else 300,
+                  warmup=5 if q else 20)
+    rec["scaling"] = sc
+    if "rows" not in sc:
+        return
+    rows = [[r["latent"], r["hidden"], r.get("n_train") or "-", r["steps"], r["images_per_s"],
+             r.get("seconds_per_epoch"), r["train_gflops"]] for r in sc["rows"]]
+    print(table(["latent", "hidden", "train set", "steps", "img/s", "s/epoch", "matmul GFLOP/s"],
+                rows, "\nvaekit scaling (fp32, batch 128)", digits=2))
+
+
+def run_profile(a, q: bool, rec: dict[str, Any]) -> None:
+    print("  profile ...", flush=True)
+    pr = isolated(bench_profile, a.threads, steps=30 if q else 100, warmup=5 if q else 20)
+    rec["profile"] = pr
+    if "percent" not in pr:
+        return
+    rows = [[k, pr["ms_per_step"][k], pr["percent"][k]] for k in pr["percent"]]
+    print(table(["category", "ms/step", "% of wall"], rows,
+                f"\nProfile of {pr['steps']} vaekit steps ("
+                f"{'hand-written' if pr['hand_written_gradients'] else 'autograd'} gradients;"
+                f" wall {pr['wall_s_profiled']} s "
+                f"profiled, {pr['wall_s_unprofiled']} s without the profiler)", digits=3))
+    print(f"  (autograd engine node overhead, inside python/other: "
+          f"{pr['autograd_engine_self_ms_per_step']} ms/step; BatchLoader, not profiled: "
+          f"{pr['loader_ms_per_batch_not_profiled']} ms/batch over a whole epoch)")
+    print(table(["op", "self ms/step"], list(pr["top_ops_ms_per_step"].items()),
+                "  top ops", digits=3))
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    q = a.quick
+    rec: dict[str, Any] = {"benchmark": "bench_train", "quick": q,
+                           "machine": machine_info(a.threads)}
+    from common import busy_warning, default_json
+
+    busy_warning(rec["machine"])
+    t0 = time.perf_counter()
+    runners = {"throughput": run_throughput, "matmul": run_matmul, "ttq": run_ttq,
+               "scaling": run_scaling, "profile": run_profile}
+    for name in SECTIONS:
+        if name in a.sections:
+            runners[name](a, q, rec)
+    rec["total_seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"\ntotal {rec['total_seconds']} s{' (quick)' if q else ''}")
+    write_json(a.json or default_json("bench_train_quick" if q else "bench_train"), rec)
+
+
+if __name__ == "__main__":
+    main()
