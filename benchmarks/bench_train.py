@@ -611,8 +611,8 @@ def run_ttq(a, q: bool, rec: dict[str, Any]) -> None:
     print("  time-to-quality: reference ...", flush=True)
     ref = isolated(ttq_reference, a.threads, epochs=ref_epochs, limit=limit)
     print("  time-to-quality: vaekit ...", flush=True)
-    vk = isolated(ttq_vaekit, a.threads, epochs=vk_epochs, batch_size=a.ttq_batch_size,
-                  lr=a.ttq_lr, extra=extra, limit=limit)
+    vk = isolated(ttq_vaekit, a.threads, env=vaekit_env("vaekit"), epochs=vk_epochs,
+                  batch_size=a.ttq_batch_size, lr=a.ttq_lr, extra=extra, limit=limit)
     out: dict[str, Any] = {"reference": ref, "vaekit": vk,
                            "preset": {"batch_size": a.ttq_batch_size, "lr": a.ttq_lr,
                                       "epochs": vk_epochs, **extra}}
@@ -654,8 +654,8 @@ def run_scaling(a, q: bool, rec: dict[str, Any]) -> None:
     if q:
         configs = [c for c in configs if c.get("n_train", 6000) == 6000]
     print("  scaling ...", flush=True)
-    sc = isolated(bench_scaling, a.threads, configs=configs, steps=40 if q else 300,
-                  warmup=5 if q else 20)
+    sc = isolated(bench_scaling, a.threads, env=vaekit_env("vaekit"), configs=configs,
+                  steps=40 if q else 300, warmup=5 if q else 20)
     rec["scaling"] = sc
     if "rows" not in sc:
         return
@@ -667,7 +667,8 @@ def run_scaling(a, q: bool, rec: dict[str, Any]) -> None:
 
 def run_profile(a, q: bool, rec: dict[str, Any]) -> None:
     print("  profile ...", flush=True)
-    pr = isolated(bench_profile, a.threads, steps=30 if q else 100, warmup=5 if q else 20)
+    pr = isolated(bench_profile, a.threads, env=vaekit_env("vaekit"), steps=30 if q else 100,
+                  warmup=5 if q else 20)
     rec["profile"] = pr
     if "percent" not in pr:
         return
