@@ -6,6 +6,7 @@ tensor shuffled once per epoch, never a per-sample DataLoader.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ class PreparedData:
 
     @property
     def dim(self) -> int:
-        return int(torch.tensor(self.shape).prod())
+        return math.prod(self.shape)
 
     @property
     def bpd_offset(self) -> float | None:
