@@ -20,6 +20,7 @@ from vaekit.data.pipeline import prepare_data
 from vaekit.evaluation.metrics import to_bits_per_dim
 from vaekit.evaluation.run import EvalOptions, run_evaluation
 from vaekit.train import load_model, train
+from vaekit.viz import save_loglik_curve
 
 
 def get_run(args: argparse.Namespace) -> tuple[Path, float | None]:
@@ -60,7 +61,7 @@ def table(r: dict, meta: dict) -> str:
                    else "–")
             rows.append((f"log p(x), K={k}", est, fmt(e["curve"][k], e["curve_se"][k]),
                          bpd(e["curve"][k], r), ess))
-    rows.append(("ELBO gap ≈ KL(q‖p(z|x))", f"log p̂(x) − ELBO, K={imp['k']}",
+    rows.append(("ELBO gap ≈ KL(q‖p(z\\|x))", f"log p̂(x) − ELBO, K={imp['k']}",
                  fmt(m["elbo_gap"]["mean"], m["elbo_gap"]["se"]), "–", "–"))
     if kde:
         rows.append((f"{kde['kernel']}-kernel KDE", f"{kde['n_train']} training centres, "
@@ -76,6 +77,13 @@ def table(r: dict, meta: dict) -> str:
     return "\n".join(head + body + foot) + "\n"
 
 
+def plot(res: dict, out: Path) -> None:
+    """Both estimators against K, with the ELBO: OUT-loglik-vs-K.png."""
+    path = out.with_name(out.name + "-loglik-vs-K.png")
+    save_loglik_curve({**res["marginal"], "elbo": res["elbo"]}, path,
+                      title=f"{res['dataset']} test set: log p(x) estimators vs K")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="fashion-mnist")
@@ -85,7 +93,14 @@ def main() -> None:
     ap.add_argument("--naive", type=int, default=10000)
     ap.add_argument("--kde-max-train", type=int, default=60000)
     ap.add_argument("--out", type=Path, default=Path("results/fashion-mnist"))
+    ap.add_argument("--table-only", action="store_true",
+                    help="rewrite OUT.md from an existing OUT.json, evaluating nothing")
     args = ap.parse_args()
+    if args.table_only:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        args.out.with_suffix(".md").write_text(table(saved, saved["meta"]))
+        plot(saved, args.out)
+        return
     run, train_s = get_run(args)
     model, cfg = load_model(run)
     data = prepare_data(cfg.data, cfg.model.likelihood, cfg.train.seed)
@@ -102,6 +117,7 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, **res}, indent=2))
     md = table(res, meta)
     args.out.with_suffix(".md").write_text(md)
+    plot(res, args.out)
     print(md)
 
 

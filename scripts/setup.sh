@@ -13,7 +13,8 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "[setup] installing torch==2.13.0 (CPU build)"
   .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored: it is neither" || true
-  .venv/bin/python -c "import torch" || { echo "[setup] error: torch did not install" >&2; exit 1; }
+  .venv/bin/python -c "import torch" 2>/dev/null \
+    || { echo "[setup] error: torch did not install" >&2; exit 1; }
 fi
 if ! .venv/bin/python -c "import vaekit, pytest, ruff" 2>/dev/null; then
   echo "[setup] installing vaekit with its test extras"
