@@ -349,3 +349,16 @@ def test_batch_loader_resumes_at_epoch_boundary(transform):
     got = first + [x.clone() for _ in range(2) for x in b.epoch()]
     assert len(got) == len(ref) == 15
     assert all(torch.equal(u, v) for u, v in zip(got, ref, strict=True))
+
+
+def test_grey_values_as_bernoulli_targets_are_refused(tmp_path):
+    from vaekit.config import DataConfig
+    from vaekit.data.pipeline import prepare_data
+    from vaekit.errors import DataError
+
+    path = tmp_path / "grey.npy"
+    np.save(path, np.full((20, 3), 0.5, dtype=np.float32))
+    with pytest.raises(DataError, match="not a normalized likelihood"):
+        prepare_data(DataConfig(name=str(path), transform="none"), "bernoulli", 0)
+    data = prepare_data(DataConfig(name=str(path)), "bernoulli", 0)  # auto: binarize
+    assert data.transform == "binarize" and set(data.test.unique().tolist()) <= {0.0, 1.0}

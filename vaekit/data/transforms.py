@@ -66,6 +66,9 @@ def check_range(x: torch.Tensor, transform: str, likelihood: str, levels: int | 
     if transform not in ("binarize", "none"):
         raise DataError(f"transform {transform!r} makes no sense with a Bernoulli likelihood",
                         "use --transform binarize (or auto)")
+    if transform == "none" and not bool(((x == 0) | (x == 1)).all()):
+        raise DataError(f"{what} has values strictly between 0 and 1: as Bernoulli targets they "
+                        "are not a normalized likelihood", "use --transform binarize (or auto)")
 
 
 def bits_per_dim_offset(transform: str, levels: int | None, dim: int) -> float | None:
