@@ -322,3 +322,30 @@ def test_gzip_idx_dataset_through_cli(tmp_path, cli):
     ev = json.loads((run / "eval-test.json").read_text())
     # dequantized 8-bit data: bits/dim = (-ELBO + D ln 256) / (D ln 2)
     assert ev["elbo_bpd"] == pytest.approx((-ev["elbo"] + 36 * math.log(256)) / (36 * math.log(2)))
+
+
+def test_config_activation_names_match_the_networks():
+    from vaekit.config import ACTIVATIONS as NAMES
+    from vaekit.nn.mlp import ACTIVATIONS
+
+    assert set(NAMES) == set(ACTIVATIONS)
+
+
+def test_more_bad_inputs_give_one_line(tmp_path, cli, ring_run):
+    cli("train", *RING, "--activation", "foo", "--out", tmp_path / "a").assert_user_error(
+        "activation")
+    cli("train", *RING, "--checkpoint-every", "-1", "--out", tmp_path / "b").assert_user_error(
+        "--checkpoint-every")
+    cli("evaluate", ring_run, "--memory-mb", "0").assert_user_error("--memory-mb")
+    cli("evaluate", ring_run, "--json", tmp_path / "no" / "x.json").assert_user_error(
+        "does not exist")
+    cli("sample", ring_run, "--out", tmp_path / "s.xyz").assert_user_error("suffix")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_resume_records_raised_epochs(tmp_path, cli):
+    run = tmp_path / "r"
+    assert cli("train", *RING, "--epochs", "1", "--out", run).code == 0
+    assert cli("train", "--resume", run, "--epochs", "2", "--no-progress").code == 0
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2

@@ -328,9 +328,13 @@ def test_dynamic_binarization_and_fixed_transform():
     assert ((dq * 256).floor() == pix.float()).all()
     assert torch.equal(fixed_transform(pix, "dequantize", 256, 1),
                        fixed_transform(pix, "dequantize", 256, 1))
-    assert bits_per_dim_offset("dequantize", 256, 10) == pytest.approx(10 * math.log(256))
-    assert bits_per_dim_offset("binarize", 256, 10) == 0.0
-    assert bits_per_dim_offset("none", None, 10) is None
+    dq = bits_per_dim_offset("dequantize", 256, 10, "gaussian-gamma")
+    assert dq == pytest.approx(10 * math.log(256))
+    assert bits_per_dim_offset("binarize", 256, 10, "bernoulli") == 0.0
+    assert bits_per_dim_offset("none", None, 10, "gaussian") is None
+    # pairings that are not likelihoods of the discrete data get no bits/dim
+    assert bits_per_dim_offset("dequantize", 256, 10, "bernoulli") is None
+    assert bits_per_dim_offset("binarize", 256, 10, "gaussian") is None
     scaled = apply_transform("scale", torch.tensor([[0, 8, 16]], dtype=torch.uint8), 17)
     assert scaled.tolist() == [[0.0, 0.5, 1.0]]
 

@@ -41,7 +41,7 @@ def test_evaluate_bernoulli_run_reports_bits_per_dim_and_binary_kde(cli, tmp_pat
     assert imp["bpd"] == (-imp["log_px"]) / (dim * math.log(2))
     assert 1 <= naive["ess_p5"] <= naive["ess_median"] <= 100
     assert r["kde"]["kernel"] == "bernoulli" and 0 < r["kde"]["bandwidth"] < 0.5
-    assert "binarized once" in r["protocol"]
+    assert "test set once with seed 1" in r["protocol"]
     assert "iwae" not in r  # --k 0 turns the IWAE figure off
 
 

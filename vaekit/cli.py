@@ -29,7 +29,8 @@ TRAIN_FLAGS: list[tuple[str, str, str, Any, str]] = [
     ("--limit", "data", "limit", int, "use only the first N training examples (0 = all)"),
     ("--latent-dim", "model", "latent_dim", int, "latent size L"),
     ("--hidden", "model", "hidden", int, "hidden widths of the MLPs, e.g. --hidden 512 256"),
-    ("--activation", "model", "activation", str, "activation: relu, elu, gelu, tanh, silu"),
+    ("--activation", "model", "activation", str,
+     "activation: relu, elu, gelu, tanh, silu, softplus"),
     ("--likelihood", "model", "likelihood", str, f"p(x|z): {' | '.join(LIKELIHOODS)}"),
     ("--sigma", "model", "sigma", float, "std of the fixed Gaussian likelihood"),
     ("--gamma-init", "model", "gamma_init", float, "initial learned variance (gamma)"),
@@ -48,7 +49,7 @@ TRAIN_FLAGS: list[tuple[str, str, str, Any, str]] = [
     ("--precision", "train", "precision", str, "fp32 | bf16 (autocast matmuls to bfloat16)"),
 ]
 SECTIONS = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig()}
-RESUMABLE = {"epochs", "device", "compile", "fused"}  # may change when a run is resumed
+RESUMABLE = {"epochs", "compile", "fused"}  # may change on --resume; recorded in config.json
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -144,10 +145,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     from vaekit.train.trainer import epoch_line
 
     flags = _flag_overrides(args)
+    if args.checkpoint_every < 0:
+        raise ConfigError("--checkpoint-every must be >= 0", "pass 0 to checkpoint per epoch only")
     if args.resume:
         cfg = load_run_config(args.resume)
         _check_resume_flags(cfg, flags, args)
         run_dir = args.resume
+        cfg.save(run_dir / "config.json")  # record e.g. a raised --epochs
     else:
         file_cfg = load_config_file(args.config) if args.config else {}
         cfg = RunConfig.from_dict(_merge(file_cfg, flags)).validate()
@@ -204,6 +208,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     for flag in ("k", "loglik", "naive", "kde_max_train"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0", "pass 0 to turn it off")
+    if args.memory_mb <= 0:
+        raise ConfigError("--memory-mb must be positive", "pass e.g. --memory-mb 1024")
+    _check_output(args.json, (".json",))
     model, cfg, data = _load(args.run, args.device)
     opts = EvalOptions(split=args.split, k=args.k, loglik=args.loglik, naive=args.naive,
                        kde=args.kde, kde_max_train=args.kde_max_train,
@@ -230,6 +237,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     if args.n <= 0:
         raise ConfigError(f"-n must be positive, got {args.n}", "pass e.g. -n 64")
+    _check_output(args.out, IMAGE_SUFFIXES)
     model, cfg = load_model(args.run, "cpu")  # the checkpoint alone is enough
     x = model.sample(args.n, mean=not args.draw, generator=torch.Generator().manual_seed(args.seed))
     out = args.out or args.run / "samples.png"
@@ -238,6 +246,21 @@ def cmd_sample(args: argparse.Namespace) -> None:
     np.save(out.with_suffix(".npy"), x.numpy())
     print(f"{args.n} samples ({'draws' if args.draw else 'means'} of p(x|z), z ~ N(0, I)) "
           f"written to {out} and {out.with_suffix('.npy')}")
+
+
+def _check_output(path: Path | None, suffixes: tuple[str, ...]) -> None:
+    """An output file must go into an existing folder and have a known format."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
+        raise ConfigError(f"folder {path.parent} of output {path} does not exist",
+                          "create it first or write elsewhere")
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(f"output {path} has an unsupported suffix",
+                          f"use one of {', '.join(suffixes)}")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
 def _reference(cfg: RunConfig):
@@ -257,6 +280,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
     if args.n <= 0:
         raise ConfigError(f"-n must be positive, got {args.n}", "pass e.g. -n 32")
+    _check_output(args.out, IMAGE_SUFFIXES)
     model, _cfg, data = _load(args.run, "cpu")
     x = data.test[: args.n]
     rec = model.reconstruct(x)

@@ -16,6 +16,7 @@ from vaekit import __version__
 from vaekit.errors import ConfigError
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-gamma", "gaussian-diag")
+ACTIVATIONS = ("relu", "elu", "gelu", "tanh", "silu", "softplus")  # vaekit.nn.mlp
 TRANSFORMS = ("auto", "none", "scale", "binarize", "dequantize")
 
 
@@ -60,6 +61,9 @@ class ModelConfig:
         if any(h <= 0 for h in self.hidden):
             raise ConfigError(f"hidden widths must be positive, got {self.hidden}",
                               "pass e.g. --hidden 512 256")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}",
+                              f"use one of {', '.join(ACTIVATIONS)}")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}",
                               f"use one of {', '.join(LIKELIHOODS)}")

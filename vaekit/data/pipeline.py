@@ -34,6 +34,7 @@ class PreparedData:
     val: torch.Tensor  # (V, *shape) float, fixed transform
     test: torch.Tensor  # (M, *shape) float, fixed transform
     protocol: str  # sentence printed beside every number
+    likelihood: str = "bernoulli"  # the likelihood the protocol serves
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -46,7 +47,8 @@ class PreparedData:
     @property
     def bpd_offset(self) -> float | None:
         """Nats added to -log p(x) for a discrete-data NLL; None when bits/dim do not apply."""
-        return bits_per_dim_offset(self.transform, self.dataset.levels, self.dim)
+        return bits_per_dim_offset(self.transform, self.dataset.levels, self.dim,
+                                   self.likelihood)
 
     def to(self, device: torch.device) -> PreparedData:
         self.train_raw, self.val, self.test = (t.to(device) for t in
@@ -70,7 +72,7 @@ def prepare_data(cfg: DataConfig, likelihood: str, seed: int) -> PreparedData:
     return PreparedData(ds, transform, train_raw, fixed_transform(val_raw, transform, ds.levels,
                                                                   cfg.eval_seed),
                         fixed_transform(ds.test, transform, ds.levels, cfg.eval_seed + 1),
-                        protocol(transform, likelihood, cfg.eval_seed))
+                        protocol(transform, likelihood, cfg.eval_seed), likelihood)
 
 
 def fixed_transform(x: torch.Tensor, transform: str, levels: int | None,

@@ -56,42 +56,49 @@ def check_range(x: torch.Tensor, transform: str, likelihood: str, levels: int | 
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise DataError(f"{what} contains NaN or Inf values",
                         "clean the data (drop or impute those entries) before training")
-    if likelihood != "bernoulli" or levels:
+    if likelihood != "bernoulli":
+        return
+    if transform not in ("binarize", "none"):
+        raise DataError(f"transform {transform!r} makes no sense with a Bernoulli likelihood",
+                        "use --transform binarize (or auto)")
+    if transform == "none" and not bool(((x == 0) | (x == 1)).all()):
+        raise DataError(f"{what} has values other than 0 and 1: as Bernoulli targets they are "
+                        "not a normalized likelihood", "use --transform binarize (or auto)")
+    if levels:
         return
     lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
         raise DataError(f"{what} has values in [{lo:.3g}, {hi:.3g}], outside [0, 1], "
                         "which a Bernoulli likelihood cannot model",
                         "rescale the data to [0, 1] or use --likelihood gaussian")
-    if transform not in ("binarize", "none"):
-        raise DataError(f"transform {transform!r} makes no sense with a Bernoulli likelihood",
-                        "use --transform binarize (or auto)")
-    if transform == "none" and not bool(((x == 0) | (x == 1)).all()):
-        raise DataError(f"{what} has values strictly between 0 and 1: as Bernoulli targets they "
-                        "are not a normalized likelihood", "use --transform binarize (or auto)")
 
 
-def bits_per_dim_offset(transform: str, levels: int | None, dim: int) -> float | None:
+def bits_per_dim_offset(transform: str, levels: int | None, dim: int,
+                        likelihood: str = "bernoulli") -> float | None:
     """Nats to add to -log p(x) to get a discrete-data NLL; None when bits/dim do not apply.
 
-    Dequantized data live in [0,1]^D with cells of volume levels^-D, so
-    -log P(pixels) <= -log p(x) + D log(levels). Binary data need no offset.
+    Binary data under a Bernoulli pmf need no offset. Dequantized data under a Gaussian
+    density live in [0,1]^D with cells of volume levels^-D, so
+    -log P(pixels) <= -log p(x) + D log(levels). Other pairings are not likelihoods of the
+    discrete data.
     """
-    if transform == "binarize":
+    bernoulli = likelihood == "bernoulli"
+    if transform == "binarize" and bernoulli:
         return 0.0
-    if transform == "dequantize" and levels:
+    if transform == "dequantize" and levels and not bernoulli:
         return dim * math.log(levels)
     return None
 
 
 def protocol(transform: str, likelihood: str, eval_seed: int) -> str:
     """A sentence naming the data protocol, printed beside every reported number."""
+    seeds = f"validation set once with seed {eval_seed}, test set once with seed {eval_seed + 1}"
     if transform == "binarize":
-        return ("dynamically binarized training data (resampled every batch); validation and "
-                f"test sets binarized once with seed {eval_seed}")
+        return f"dynamically binarized training data (resampled every batch); {seeds}"
     if transform == "dequantize":
-        return (f"uniformly dequantized training data x=(pixel+u)/levels; validation and test "
-                f"dequantized once with seed {eval_seed}; bits/dim are discrete-data upper bounds")
+        return (f"uniformly dequantized training data x=(pixel+u)/levels; {seeds}; "
+                + ("bits/dim are discrete-data upper bounds" if likelihood != "bernoulli"
+                   else "no bits/dim"))
     if transform == "scale":
         return ("grey values scaled to [0,1] without binarization or dequantization: NOT a "
                 "normalized likelihood of the data")

@@ -19,8 +19,11 @@ class GaussianEncoder(nn.Module):
         self.net, self.latent_dim = net, latent_dim
 
     def params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, log sigma^2), each (..., L)."""
-        mu, log_var = self.net(x).chunk(2, dim=-1)
+        """(mu, log sigma^2), each (..., L); at least float32, even under bf16 autocast."""
+        out = self.net(x)
+        if out.dtype in (torch.bfloat16, torch.float16):
+            out = out.float()  # the KL and the noise stay in full precision
+        mu, log_var = out.chunk(2, dim=-1)
         return mu, log_var
 
     def forward(self, x: torch.Tensor) -> Independent:

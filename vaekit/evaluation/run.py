@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from vaekit.data.pipeline import PreparedData, fixed_transform
+from vaekit.errors import DataError
 from vaekit.evaluation.diagnostics import latent_diagnostics
 from vaekit.evaluation.kde import (
     kde_baseline,
@@ -41,6 +42,9 @@ class EvalOptions:
 def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions) -> dict[str, Any]:
     """Standard figures plus the optional marginal-likelihood, KDE and diagnostic sections."""
     x = data.test if opts.split == "test" else data.val
+    if len(x) == 0 or (opts.kde and len(data.val) == 0):
+        raise DataError(f"the run has no {'validation' if len(x) else opts.split} examples",
+                        "use --split test, or train with --val-fraction > 0")
     t0 = time.perf_counter()
     res = evaluate(model, x, iwae_k=opts.k, bpd_offset=data.bpd_offset, batch_size=opts.batch_size,
                    memory_mb=opts.memory_mb, seed=opts.seed)
@@ -73,7 +77,9 @@ def kde_section(model: VAE, data: PreparedData, x: torch.Tensor,
     g = torch.Generator().manual_seed(opts.seed)
     n = min(opts.kde_max_train, len(data.train_raw))
     idx = torch.randperm(len(data.train_raw), generator=g)[:n].to(data.train_raw.device)
-    train = fixed_transform(data.train_raw[idx], data.transform, data.dataset.levels, opts.seed)
+    # a seed of its own: the val/test draws use eval_seed and eval_seed + 1
+    train = fixed_transform(data.train_raw[idx], data.transform, data.dataset.levels,
+                            opts.seed + 1000)
     kde = kde_baseline(train, data.val, x, bpd_offset=data.bpd_offset, kernel=kernel)
     torch.manual_seed(opts.seed)
     samples = model.sample(n, mean=False)
