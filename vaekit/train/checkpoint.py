@@ -67,6 +67,8 @@ def save_checkpoint(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer,
                     counters: dict[str, Any], states: dict[str, torch.Tensor]) -> None:
     """Write model, optimizer, RNG/data ``states`` and JSON ``counters`` atomically."""
     new, live, old = run_dir / (CKPT + ".new"), run_dir / CKPT, run_dir / (CKPT + ".old")
+    if old.exists() and not live.exists():  # a save crashed mid-swap: old is the valid one
+        old.rename(live)
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
