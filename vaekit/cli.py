@@ -151,7 +151,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         cfg = load_run_config(args.resume)
         _check_resume_flags(cfg, flags, args)
         run_dir = args.resume
-        cfg.save(run_dir / "config.json")  # record e.g. a raised --epochs
     else:
         file_cfg = load_config_file(args.config) if args.config else {}
         cfg = RunConfig.from_dict(_merge(file_cfg, flags)).validate()
@@ -170,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _check_resume_flags(cfg: RunConfig, flags: dict[str, dict[str, Any]],
                         args: argparse.Namespace) -> None:
-    """On --resume only epochs/device may change; anything else must match the checkpoint."""
+    """On --resume only the RESUMABLE settings may change; the rest must match the checkpoint."""
     if args.config or args.out:
         raise CheckpointError("--resume continues a saved run and takes no --config or --out",
                               "drop them, or start a new run without --resume")

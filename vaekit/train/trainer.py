@@ -222,6 +222,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     counters: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "history": []}
     if resume:
         counters = _restore(run_dir, model, opt, loader, device)
+        cfg.save(run_dir / "config.json")  # the checkpoint loaded: record e.g. raised epochs
     else:
         prepare_run_dir(run_dir)
         cfg.save(run_dir / "config.json")
