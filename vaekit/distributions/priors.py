@@ -9,6 +9,14 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
 
+def kl_standard_normal(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """Per-dimension KL(N(mu, e^log_var) || N(0, 1)) = 1/2 (mu^2 + e^log_var - 1 - log_var).
+
+    Elementwise, same shape as ``mu``: sum over the last dim for the ELBO's KL term.
+    """
+    return 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var)
+
+
 class StandardNormal(nn.Module):
     """p(z) = N(0, I_L). ``forward()`` gives the distribution; ``kl(q)`` the analytic KL."""
 
@@ -29,4 +37,4 @@ class StandardNormal(nn.Module):
         """KL(N(mu, diag s^2) || N(0, I)) = 1/2 sum_j (mu_j^2 + s_j^2 - 1 - log s_j^2). (...)."""
         base = q.base_dist if isinstance(q, Independent) else q
         mu, s = base.loc, base.scale
-        return 0.5 * (mu.pow(2) + s.pow(2) - 1 - 2 * torch.log(s)).sum(-1)
+        return kl_standard_normal(mu, 2 * torch.log(s)).sum(-1)

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from vaekit.distributions.priors import kl_standard_normal
 from vaekit.evaluation.metrics import ACTIVE_THRESHOLD, active_units
 from vaekit.models.vae import VAE
 
@@ -19,10 +20,9 @@ def kl_per_dimension(model: VAE, x: torch.Tensor, batch_size: int = 1000) -> tup
     """
     kls, mus = [], []
     for s in range(0, len(x), batch_size):
-        q = model.posterior(x[s : s + batch_size]).base_dist
-        mu, var = q.loc.double(), q.scale.double().pow(2)
-        kls.append((0.5 * (mu.pow(2) + var - 1 - var.log())).sum(0))
-        mus.append(q.loc)
+        mu, log_var = model.encoder.params(x[s : s + batch_size])
+        kls.append(kl_standard_normal(mu.double(), log_var.double()).sum(0))
+        mus.append(mu)
     return torch.stack(kls).sum(0) / len(x), torch.cat(mus)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vaekit.distributions.priors import kl_standard_normal
 from vaekit.models.vae import VAE
 
 
@@ -48,7 +49,7 @@ def elbo_loss(model: VAE, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     mu, log_var = model.encoder.params(x)  # (B, L) each
     z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
     log_px_z = model.likelihood.log_prob_sum(model.likelihood.decoder(z), x)
-    kl = 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var).sum()
+    kl = kl_standard_normal(mu, log_var).sum()
     return (beta * kl - log_px_z) / x.shape[0]
 
 

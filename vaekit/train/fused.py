@@ -24,6 +24,7 @@ from vaekit.distributions.likelihoods import (
     FixedGaussianLikelihood,
     GammaGaussianLikelihood,
 )
+from vaekit.distributions.priors import kl_standard_normal
 from vaekit.models.vae import VAE
 from vaekit.nn.mlp import MLP
 
@@ -97,8 +98,8 @@ class FusedELBO:
         nll, g = self._likelihood(params, x.reshape(B, -1))
         g.div_(B)
         dz = _backward(self.dec, dec_in, g, need_input_grad=True)
+        kl = kl_standard_normal(mu, lv).sum()
         exp_lv = std * std
-        kl = 0.5 * (mu.pow(2) + exp_lv - 1 - lv).sum()
         d_mu = (dz + beta / B * mu)
         d_lv = 0.5 * (dz * eps * std + beta / B * (exp_lv - 1))
         _backward(self.enc, enc_in, torch.cat([d_mu, d_lv], 1), need_input_grad=False)
