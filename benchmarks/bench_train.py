@@ -502,9 +502,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads per contender")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
-    p.add_argument("--epochs", type=int, default=3,
+    p.add_argument("--epochs", type=int, default=2,
                    help="timed epochs per contender (vaekit: + 1 warm-up epoch)")
     p.add_argument("--warmup", type=int, default=20, help="warm-up steps of contenders a-c")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="throughput: run every contender this many times, interleaved "
+                        "(default 3; 1 with --quick)")
     p.add_argument("--compile", action="store_true",
                    help="in --quick mode, also run vaekit-compile (skipped there by default)")
     p.add_argument("--ttq-batch-size", type=int, default=BATCH)
@@ -525,54 +528,86 @@ def _literal(v: str) -> Any:
         return v
 
 
-def run_throughput(a, q: bool, rec: dict[str, Any]) -> dict[str, Any]:
+def _throughput_jobs(a, q: bool) -> dict[str, tuple[Any, dict[str, Any]]]:
     steps = 40 if q else None
     epochs = None if q else a.epochs
     warmup = min(a.warmup, 5) if q else a.warmup
     limit = 6400 if q else 0  # vaekit, quick: 50 steps per epoch, 1 warm-up + 2 timed
     v_epochs = 3 if q else a.epochs + 1
     abc = {"warmup": warmup, "epochs": epochs, "steps": steps}
-    jobs = {
+    vk = {"epochs": v_epochs, "limit": limit}
+    return {
         "pytorch-examples": (bench_pytorch_examples, abc),
         "tensor-loop": (bench_tensor_loop, abc),
         "pythae": (bench_pythae, abc),
-        "vaekit": (bench_vaekit, {"epochs": v_epochs, "limit": limit}),
-        "vaekit-autograd": (bench_vaekit, {"epochs": v_epochs, "limit": limit, "fused": False}),
-        "vaekit-bf16": (bench_vaekit, {"epochs": v_epochs, "limit": limit, "precision": "bf16"}),
-        "vaekit-compile": (bench_vaekit, {"epochs": v_epochs, "limit": limit, "compile": True}),
+        "vaekit": (bench_vaekit, vk),
+        "vaekit-autograd": (bench_vaekit, {**vk, "fused": False}),
+        "vaekit-bf16": (bench_vaekit, {**vk, "precision": "bf16"}),
+        "vaekit-compile": (bench_vaekit, {**vk, "compile": True}),
     }
-    res: dict[str, Any] = {}
-    for name in a.contenders:
-        if name == "vaekit-compile" and q and not a.compile:
-            res[name] = {"skipped": "torch.compile takes ~a minute: pass --compile with --quick"}
-            print(f"  {name}: skipped in --quick (pass --compile)")
-            continue
-        fn, kw = jobs[name]
-        print(f"  {name} ...", flush=True)
-        res[name] = isolated(fn, a.threads, env=vaekit_env(name), **kw)
+
+
+def _merge_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One contender's rounds -> median img/s over rounds, best, worst-case peak RSS."""
+    ok = [r for r in runs if "images_per_s" in r]
+    if not ok:
+        return runs[-1]
+    out = dict(ok[-1])
+    out["round_images_per_s"] = [r["images_per_s"] for r in ok]
+    out["images_per_s"] = median(out["round_images_per_s"])
+    out["images_per_s_best"] = max(r.get("images_per_s_best", r["images_per_s"]) for r in ok)
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+    return out
+
+
+def _paired_ratio(rounds: list[dict[str, Any]], num: str, den: str) -> float | None:
+    """Median over rounds of img/s(num) / img/s(den) measured in the same round: the two
+    ran minutes apart at most, so a machine that drifts in speed cancels out."""
+    got = [r[num]["images_per_s"] / r[den]["images_per_s"] for r in rounds
+           if "images_per_s" in r.get(num, {}) and "images_per_s" in r.get(den, {})]
+    return round(median(got), 3) if got else None
+
+
+def run_throughput(a, q: bool, rec: dict[str, Any]) -> dict[str, Any]:
+    jobs = _throughput_jobs(a, q)
+    names = list(a.contenders)
+    if q and not a.compile and "vaekit-compile" in names:
+        names.remove("vaekit-compile")
+        print("  vaekit-compile: skipped in --quick (pass --compile)")
+    rounds: list[dict[str, Any]] = []
+    for k in range(a.rounds):
+        order = names[k % len(names):] + names[: k % len(names)]  # rotate the order
+        rounds.append({})
+        for name in order:
+            fn, kw = jobs[name]
+            print(f"  round {k + 1}/{a.rounds}: {name} ...", flush=True)
+            rounds[-1][name] = isolated(fn, a.threads, env=vaekit_env(name), **kw)
+    res = {name: _merge_rounds([r[name] for r in rounds]) for name in names}
+    if "vaekit-compile" in a.contenders and "vaekit-compile" not in names:
+        res["vaekit-compile"] = {"skipped": "torch.compile takes ~a minute: pass --compile"}
     rec["throughput"] = res
-    ok = {k: v for k, v in res.items() if "images_per_s" in v}
-    ref = ok.get("tensor-loop", {}).get("images_per_s")
-    vk = ok.get("vaekit", {}).get("images_per_s")
     rows = []
     for name, r in res.items():
         if "images_per_s" not in r:
-            rows.append([name, None, None, None, None, None, r.get("skipped") or r.get("error")])
+            rows.append([name, None, None, None, None, None, None,
+                         r.get("skipped") or r.get("error")])
             continue
-        ratio_vk = vk / r["images_per_s"] if vk and not name.startswith("vaekit") else None
-        ratio_ref = r["images_per_s"] / ref if ref and name.startswith("vaekit") else None
-        r["vaekit_fp32_over_this"] = ratio_vk
-        r["this_over_tensor_loop"] = ratio_ref
-        rows.append([name, r["images_per_s"], r.get("images_per_s_best"), r["peak_rss_mb"],
-                     ratio_vk, ratio_ref, r.get("notes", "")])
-    print(table(["contender", "img/s", "best", "peak RSS MB", "vaekit/this", "this/tensor-loop",
-                 "notes"], rows, "\nTraining throughput (fp32 unless named; images/second)",
-                digits=2))
-    for name, r in ok.items():
+        vaekit = name.startswith("vaekit")
+        r["vaekit_fp32_over_this"] = None if vaekit else _paired_ratio(rounds, "vaekit", name)
+        r["this_over_tensor_loop"] = (_paired_ratio(rounds, name, "tensor-loop")
+                                      if vaekit else None)
+        rows.append([name, r["images_per_s"], r.get("images_per_s_best"),
+                     " / ".join(f"{v:,.0f}" for v in r["round_images_per_s"]),
+                     r["peak_rss_mb"], r["vaekit_fp32_over_this"], r["this_over_tensor_loop"],
+                     r.get("notes", "")])
+    print(table(["contender", "img/s (median)", "best", "per round", "peak RSS MB",
+                 "vaekit/this", "this/tensor-loop", "notes"], rows,
+                f"\nTraining throughput (fp32 unless named; images/second; {a.rounds} "
+                "interleaved round(s), ratios = median of same-round ratios)", digits=2))
+    for name, r in res.items():
         if name.startswith("vaekit") and r.get("epoch_seconds"):
-            es = r["epoch_seconds"]
-            print(f"  {name}: epoch seconds {es} (first epoch = warm-up"
-                  f"{', includes compilation' if 'compile' in name else ''})")
+            print(f"  {name}: last round's epoch seconds {r['epoch_seconds']} (first epoch ="
+                  f" warm-up{', includes compilation' if 'compile' in name else ''})")
     return res
 
 
@@ -688,6 +723,7 @@ def run_profile(a, q: bool, rec: dict[str, Any]) -> None:
 def main(argv=None) -> None:
     a = parse_args(argv)
     q = a.quick
+    a.rounds = a.rounds or (1 if q else 3)
     rec: dict[str, Any] = {"benchmark": "bench_train", "quick": q,
                            "machine": machine_info(a.threads)}
     from common import busy_warning, default_json

@@ -88,6 +88,50 @@ def test_fused_adam_matches_foreach_adam():
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_direct_adam_step_is_bitwise_opt_step():
+    from vaekit.train.optim import AdamStep
+
+    ref, fast = _model("gaussian-gamma"), _model("gaussian-gamma")
+    x = _data("gaussian-gamma")
+    opt_ref, opt = make_optimizer(ref, 1e-2), make_optimizer(fast, 1e-2)
+    step = AdamStep(opt)
+    assert step.direct
+    plain_calls, opt_step = [], opt.step
+    opt.step = lambda: (plain_calls.append(1), opt_step())
+    for i in range(6):
+        for group in (*opt_ref.param_groups, *opt.param_groups):
+            group["lr"] = 1e-2 / (i + 1)  # a schedule changes lr between steps
+        for m, do_step in ((ref, opt_ref.step), (fast, step)):
+            torch.manual_seed(i)
+            m.zero_grad()
+            elbo_loss(m, x).backward()
+            do_step()
+    assert plain_calls == [1]  # only the first step (it creates the state) is opt.step()
+    for a, b in zip(ref.parameters(), fast.parameters(), strict=True):
+        assert torch.equal(a, b)
+    sa, sb = opt_ref.state_dict()["state"], opt.state_dict()["state"]
+    for k in sa:
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(sa[k][key], sb[k][key]), (k, key)
+
+
+def test_direct_adam_step_falls_back_where_it_would_differ():
+    from vaekit.train.optim import AdamStep
+
+    model = _model("gaussian")
+    assert not AdamStep(torch.optim.Adam(model.parameters(), amsgrad=True, fused=True)).direct
+    assert not AdamStep(torch.optim.SGD(model.parameters(), lr=0.1)).direct
+    opt = make_optimizer(model, 1e-2)
+    calls = []
+    opt.register_step_post_hook(lambda *_: calls.append(1))
+    step = AdamStep(opt)
+    for _ in range(2):
+        model.zero_grad()
+        elbo_loss(model, _data("gaussian")).backward()
+        step()
+    assert calls == [1, 1]  # hooks still run: the direct call is skipped
+
+
 def test_bf16_autocast_loss_is_close_to_fp32():
     model, x = _model("bernoulli"), _data("bernoulli", n=64)
     torch.manual_seed(0)
@@ -124,11 +168,14 @@ def test_hand_written_gradients_match_autograd(likelihood):
     want = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     torch.manual_seed(5)
-    got = FusedELBO(model)(x, beta=0.7)
-    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
-    for name, p in model.named_parameters():
-        assert p.grad is not None, name
-        assert torch.allclose(p.grad, want[name], rtol=1e-5, atol=1e-6), name
+    fused = FusedELBO(model)
+    for _ in range(2):  # 2nd call: gradients written into the existing buffers, not added
+        torch.manual_seed(5)
+        got = fused(x, beta=0.7)
+        assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+        for name, p in model.named_parameters():
+            assert p.grad is not None, name
+            assert torch.allclose(p.grad, want[name], rtol=1e-5, atol=1e-6), name
 
 
 def test_fused_path_is_used_only_where_exact(tmp_path):

@@ -33,6 +33,7 @@ from vaekit.train.checkpoint import (
 )
 from vaekit.train.fused import FusedELBO
 from vaekit.train.fused import supports as fused_supports
+from vaekit.train.optim import AdamStep, make_optimizer
 
 
 @dataclass
@@ -67,14 +68,6 @@ def loss_fn(model: VAE, x: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
     return -elbo(model, x, beta=t.beta, kl=t.kl).value.mean()
 
 
-def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
-    """Adam with the fused single-kernel update where this torch build has it."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
-
-
 def lr_at(step: int, total_steps: int, cfg: RunConfig) -> float:
     """Learning rate at a global step: linear warm-up, then constant or cosine decay to 0
     at ``total_steps`` (no decay when ``total_steps`` is unknown, i.e. <= warm-up)."""
@@ -103,6 +96,7 @@ def make_step(model: VAE, opt: torch.optim.Optimizer, cfg: RunConfig, device: to
     params = list(model.parameters())
     scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
     fused = FusedELBO(model) if use_fused(model, cfg) else None
+    adam_step = AdamStep(opt)  # opt.step() without its per-step Python bookkeeping
 
     def step(x: torch.Tensor, i: int) -> torch.Tensor:
         if scheduled:
@@ -118,7 +112,7 @@ def make_step(model: VAE, opt: torch.optim.Optimizer, cfg: RunConfig, device: to
             loss.backward()
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-        opt.step()
+        adam_step()
         return loss.detach()
 
     return step
