@@ -36,10 +36,8 @@ def test_python_m_vaekit_help():
 
 
 def test_version_and_data_list(cli, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli("--version")
-    assert exit_info.value.code == 0
-    assert "vaekit 0." in capsys.readouterr().out
+    res = cli("--version")
+    assert res.code == 0 and "vaekit 0." in res.out
     res = cli("data", "list")
     assert res.code == 0
     for name in ("fashion-mnist", "mnist", "digits", "ring", "manifold"):
@@ -134,6 +132,25 @@ def test_config_file_with_flag_overrides(tmp_path, cli, fmt):
     rows = (run / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 1
     assert json.loads(rows[0])["epoch"] == 1
+
+
+def test_preset_is_overridden_by_the_config_file_and_flags(tmp_path, cli):
+    from vaekit.config import PRESETS
+
+    path = tmp_path / "cfg.toml"
+    path.write_text(CONFIG_TEXT["toml"])  # sets epochs 1, batch 50, lr 0.002
+    run = tmp_path / "RUN"
+    res = cli("train", "--preset", "fast", "--config", path, "--warmup-steps", "3",
+              "--device", "cpu", "--no-progress", "--out", run)
+    assert res.code == 0, res.err
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert train["lr_schedule"] == PRESETS["fast"]["train"]["lr_schedule"] == "cosine"
+    assert train["lr"] == 0.002 and train["batch_size"] == 50  # the file beats the preset
+    assert train["warmup_steps"] == 3  # flags beat both
+    cli("train", "--resume", run, "--preset", "fast").assert_user_error("--preset")
+    cli("train", "--preset", "slow", "--out", tmp_path / "x").assert_user_error(
+        "--preset", "--help")  # argparse's errors are one line too
+    assert not (tmp_path / "x").exists()
 
 
 # --------------------------------------------------------------- bad input

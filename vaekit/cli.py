@@ -11,14 +11,22 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from vaekit.runtime import configure_cpu_runtime
 
 configure_cpu_runtime()  # before anything imports torch
 
 from vaekit import __version__  # noqa: E402
-from vaekit.config import LIKELIHOODS, TRANSFORMS, DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from vaekit.config import (  # noqa: E402
+    LIKELIHOODS,
+    PRESETS,
+    TRANSFORMS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 from vaekit.errors import CheckpointError, ConfigError, VaekitError  # noqa: E402
 
 # flag -> (config section, key, type, help); defaults are read from the dataclasses
@@ -54,8 +62,12 @@ RESUMABLE = {"epochs", "compile", "fused"}  # may change on --resume; recorded i
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a VAE", formatter_class=argparse.RawTextHelpFormatter,
-                       description="Train a VAE. Precedence: defaults < --config file < flags.")
+                       description="Train a VAE. Precedence: defaults < --preset < --config file < "
+                       "flags.")
     p.add_argument("--config", type=Path, help="YAML or TOML file with data/model/train sections")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="start from named settings (fast: batch 64, Adam 4e-3 with 300 warm-up"
+                        "\nsteps and cosine decay, 4 epochs; see README 'Speed')")
     for flag, section, key, kind, text in TRAIN_FLAGS:
         default = getattr(SECTIONS[section], key)
         p.add_argument(flag, type=kind, nargs="+" if key == "hidden" else None, default=None,
@@ -107,8 +119,15 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_reconstruct)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with vaekit's one-line errors: ``error: <what>; <fix>``, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vaekit", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="vaekit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parser(sub)
@@ -132,10 +151,15 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _merge(base: dict[str, Any], over: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Section-wise update of ``base`` by ``over`` (non-mapping values are kept as they are,
+    for ``RunConfig.from_dict`` to report)."""
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for section, values in over.items():
-        merged.setdefault(section, {}).update(values)
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section].update(values)
+        else:
+            merged[section] = dict(values) if isinstance(values, dict) else values
     return merged
 
 
@@ -152,8 +176,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         _check_resume_flags(cfg, flags, args)
         run_dir = args.resume
     else:
+        base = PRESETS[args.preset] if args.preset else {}
         file_cfg = load_config_file(args.config) if args.config else {}
-        cfg = RunConfig.from_dict(_merge(file_cfg, flags)).validate()
+        cfg = RunConfig.from_dict(_merge(_merge(base, file_cfg), flags)).validate()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = args.out or Path("runs") / f"{Path(cfg.data.name).name}-{stamp}"
     result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress,
@@ -170,8 +195,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _check_resume_flags(cfg: RunConfig, flags: dict[str, dict[str, Any]],
                         args: argparse.Namespace) -> None:
     """On --resume only the RESUMABLE settings may change; the rest must match the checkpoint."""
-    if args.config or args.out:
-        raise CheckpointError("--resume continues a saved run and takes no --config or --out",
+    if args.config or args.out or args.preset:
+        raise CheckpointError("--resume continues a saved run and takes no --config, --preset "
+                              "or --out",
                               "drop them, or start a new run without --resume")
     for section, values in flags.items():
         for key, value in values.items():
@@ -302,7 +328,10 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error already printed
+        return int(done.code or 0)
     try:
         args.func(args)
     except VaekitError as err:

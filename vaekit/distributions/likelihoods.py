@@ -69,13 +69,15 @@ class BernoulliLikelihood(Likelihood):
         return Independent(Bernoulli(logits=params, validate_args=False), len(self.event_shape))
 
     def log_prob(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """For binary x: log p(x|z) = sum_j log sigmoid((2 x_j - 1) l_j), one fused pass;
-        otherwise the distribution's -BCE(logits, x)."""
+        """For binary x: log p(x|z) = sum_j x_j l_j - sum_j softplus(l_j), two reading
+        passes and one softplus over the logits (the fewest on CPU, where log p(x) by
+        importance sampling spends ~1/6 of its time here); otherwise the distribution's
+        -BCE(logits, x)."""
         if not bool(((x == 0) | (x == 1)).all()):
             return super().log_prob(z, x)
-        logits = self.decoder(z)  # (..., *event), a fresh tensor we may overwrite
+        logits = self.decoder(z)  # (..., *event)
         dims = tuple(range(-len(self.event_shape), 0))
-        return F.logsigmoid(logits.mul_(2 * x - 1)).sum(dims)
+        return (logits * x).sum(dims) - F.softplus(logits).sum(dims)
 
     def pairwise_log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """sum_j x_nj l_kj - softplus(l_kj) = (X L^T)_nk - sum_j softplus(l_kj). (N, K)."""

@@ -103,7 +103,8 @@ def _encoder_estimate(model: VAE, x: torch.Tensor, k: int, seed: int, batch: int
         eps = noise.block(torch.arange(s, s + len(xb)), k)  # (K, B, L)
         run = _Running(len(xb), x.device, cuts)
         for k0, k1 in _ranges(k, chunk, cuts):
-            run.add(log_weights(model, xb, k1 - k0, eps=eps[k0:k1], q=q))  # (c, B)
+            e = eps[k0:k1].contiguous()  # (c, B, L): the decoder then needs no copy
+            run.add(log_weights(model, xb, k1 - k0, eps=e, q=q))  # (c, B)
         parts.append(run)
     return _finish(parts, k, "encoder", cuts)
 
