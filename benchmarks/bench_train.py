@@ -328,11 +328,11 @@ def ttq_reference(epochs: int, limit: int = 0) -> dict[str, Any]:
     return {"curve": curve, "n_train": len(images)}
 
 
-def ttq_vaekit(epochs: int, batch_size: int, lr: float, extra: dict[str, Any],
-               limit: int = 0) -> dict[str, Any]:
-    """vaekit.train.train() with a given preset; its per-epoch validation is redirected to
-    the fixed test set so the curve comes from train()'s own loop (whatever schedule the
-    preset adds) and its history 'seconds' (training loop only)."""
+def ttq_vaekit(train_fields: dict[str, Any], limit: int = 0) -> dict[str, Any]:
+    """vaekit.train.train() with the given TrainConfig fields (batch size, lr, schedule...);
+    its per-epoch validation is redirected to the fixed test set so the curve comes from
+    train()'s own loop (whatever schedule the preset adds) and its history 'seconds'
+    (training loop only)."""
     import vaekit.train.trainer as trainer
     from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
@@ -341,8 +341,7 @@ def ttq_vaekit(epochs: int, batch_size: int, lr: float, extra: dict[str, Any],
     cfg = RunConfig(
         data=DataConfig(name="fashion-mnist", val_fraction=0.0, limit=limit),
         model=ModelConfig(latent_dim=20, hidden=[400], likelihood="bernoulli"),
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=SEED, device="cpu",
-                          **extra))
+        train=TrainConfig(**{"seed": SEED, "device": "cpu", **train_fields}))
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         res = trainer.train(cfg, run_dir=Path(tmp) / "run", progress=False)
     curve, train_s = [], 0.0
@@ -510,9 +509,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default 3; 1 with --quick)")
     p.add_argument("--compile", action="store_true",
                    help="in --quick mode, also run vaekit-compile (skipped there by default)")
-    p.add_argument("--ttq-batch-size", type=int, default=BATCH)
-    p.add_argument("--ttq-lr", type=float, default=LR)
-    p.add_argument("--ttq-epochs", type=int, default=10, help="max epochs of the vaekit run")
+    p.add_argument("--ttq-preset", default="fast",
+                   help="vaekit.config.PRESETS entry of the time-to-quality run (default: fast)")
+    p.add_argument("--ttq-batch-size", type=int, default=None, help="override the preset")
+    p.add_argument("--ttq-lr", type=float, default=None, help="override the preset")
+    p.add_argument("--ttq-epochs", type=int, default=None, help="override the preset")
     p.add_argument("--ttq-ref-epochs", type=int, default=10,
                    help="epochs of the reference whose final test -ELBO is the target")
     p.add_argument("--ttq-set", action="append", default=[], metavar="KEY=VALUE",
@@ -637,49 +638,72 @@ def run_matmul(a, q: bool, rec: dict[str, Any]) -> None:
                  for k, v in ceil.items()], "", digits=2))
 
 
+def _ttq_runs(a, q: bool, ref_epochs: int) -> dict[str, dict[str, Any]]:
+    """name -> TrainConfig fields: vaekit with the reference's own settings, and the preset."""
+    from vaekit.config import PRESETS
+
+    same = {"epochs": ref_epochs, "batch_size": BATCH, "lr": LR}
+    preset = dict(PRESETS[a.ttq_preset]["train"])
+    for key, value in (("batch_size", a.ttq_batch_size), ("lr", a.ttq_lr),
+                       ("epochs", a.ttq_epochs)):
+        if value is not None:
+            preset[key] = value
+    preset.update({k: _literal(v) for k, v in (kv.split("=", 1) for kv in a.ttq_set)})
+    if q:  # smoke run: 2 epochs of each
+        same["epochs"] = preset["epochs"] = 2
+    return {"vaekit, reference settings": same, f"vaekit, preset {a.ttq_preset}": preset}
+
+
+def _ttq_summary(name: str, curve: list[dict[str, Any]], target: float,
+                 hit_ref: dict[str, Any] | None) -> dict[str, Any]:
+    hit = first_reach(curve, target)
+    out = {"epoch": hit["epoch"] if hit else None,
+           "seconds": hit["train_seconds"] if hit else None,
+           "seconds_interpolated": crossing(curve, target),
+           "speedup": (round(hit_ref["train_seconds"] / hit["train_seconds"], 3)
+                       if hit and hit_ref else None)}
+    if hit and hit_ref:
+        print(f"  {name}: reached it at epoch {hit['epoch']} after {hit['train_seconds']:.1f} s"
+              f" of training (interpolated {out['seconds_interpolated']:.1f} s) vs "
+              f"{hit_ref['train_seconds']:.1f} s: speed-up {out['speedup']:.2f}x")
+    else:
+        best = min(r["test_neg_elbo"] for r in curve)
+        print(f"  {name}: did not reach it in {len(curve)} epochs (best {best:.3f})")
+    return out
+
+
 def run_ttq(a, q: bool, rec: dict[str, Any]) -> None:
     limit = 3000 if q else 0
     ref_epochs = 2 if q else a.ttq_ref_epochs
-    vk_epochs = 2 if q else a.ttq_epochs
-    extra = dict(kv.split("=", 1) for kv in a.ttq_set)
-    extra = {k: _literal(v) for k, v in extra.items()}
     print("  time-to-quality: reference ...", flush=True)
     ref = isolated(ttq_reference, a.threads, epochs=ref_epochs, limit=limit)
-    print("  time-to-quality: vaekit ...", flush=True)
-    vk = isolated(ttq_vaekit, a.threads, env=vaekit_env("vaekit"), epochs=vk_epochs,
-                  batch_size=a.ttq_batch_size, lr=a.ttq_lr, extra=extra, limit=limit)
-    out: dict[str, Any] = {"reference": ref, "vaekit": vk,
-                           "preset": {"batch_size": a.ttq_batch_size, "lr": a.ttq_lr,
-                                      "epochs": vk_epochs, **extra}}
+    runs = _ttq_runs(a, q, ref_epochs)
+    res = {}
+    for name, fields in runs.items():
+        print(f"  time-to-quality: {name} ...", flush=True)
+        res[name] = isolated(ttq_vaekit, a.threads, env=vaekit_env("vaekit"),
+                             train_fields=fields, limit=limit)
+    out: dict[str, Any] = {"reference": ref, "runs": res, "settings": runs,
+                           "preset_name": a.ttq_preset}
     rec["time_to_quality"] = out
-    if "curve" not in ref or "curve" not in vk:
+    curves = {"reference": ref.get("curve")} | {k: v.get("curve") for k, v in res.items()}
+    if not all(curves.values()):
         return
     target = ref["curve"][-1]["test_neg_elbo"]
-    hit_ref, hit_vk = first_reach(ref["curve"], target), first_reach(vk["curve"], target)
+    hit_ref = first_reach(ref["curve"], target)
     out["target_test_neg_elbo"] = target
     out["reference_seconds"] = hit_ref["train_seconds"] if hit_ref else None
-    out["vaekit_seconds"] = hit_vk["train_seconds"] if hit_vk else None
-    out["vaekit_epoch"] = hit_vk["epoch"] if hit_vk else None
-    out["vaekit_seconds_interpolated"] = crossing(vk["curve"], target)
-    out["speedup"] = (round(hit_ref["train_seconds"] / hit_vk["train_seconds"], 3)
-                      if hit_ref and hit_vk else None)
-    n = max(len(ref["curve"]), len(vk["curve"]))
+    n = max(len(c) for c in curves.values())
     rows = []
     for i in range(n):
-        r = ref["curve"][i] if i < len(ref["curve"]) else {}
-        v = vk["curve"][i] if i < len(vk["curve"]) else {}
-        rows.append([i + 1, r.get("train_seconds"), r.get("test_neg_elbo"),
-                     v.get("train_seconds"), v.get("test_neg_elbo")])
-    print(table(["epoch", "ref train s", "ref test -ELBO", "vaekit train s", "vaekit test -ELBO"],
-                rows, f"\nTime to quality: target = reference's epoch-{ref_epochs} test -ELBO "
-                f"{target:.3f} nats (preset {out['preset']})", digits=3))
-    if hit_vk:
-        print(f"  vaekit reached it at epoch {hit_vk['epoch']} after {hit_vk['train_seconds']:.1f}"
-              f" s of training (interpolated {out['vaekit_seconds_interpolated']:.1f} s) vs "
-              f"{out['reference_seconds']:.1f} s: speed-up {out['speedup']:.2f}x")
-    else:
-        best = min(r["test_neg_elbo"] for r in vk["curve"])
-        print(f"  vaekit did not reach it in {vk_epochs} epochs (best {best:.3f})")
+        row: list[Any] = [i + 1]
+        for c in curves.values():
+            row += [c[i]["train_seconds"], c[i]["test_neg_elbo"]] if i < len(c) else [None] * 2
+        rows.append(row)
+    heads = ["epoch"] + [f"{k} {w}" for k in curves for w in ("train s", "test -ELBO")]
+    print(table(heads, rows, f"\nTime to quality: target = reference's epoch-{ref_epochs} test "
+                f"-ELBO {target:.3f} nats; settings {runs}", digits=3))
+    out["summary"] = {name: _ttq_summary(name, curves[name], target, hit_ref) for name in res}
 
 
 def run_scaling(a, q: bool, rec: dict[str, Any]) -> None:
