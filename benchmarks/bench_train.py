@@ -40,7 +40,7 @@ ensure_importable()
 
 BATCH, LR, SEED, TEST_SEED = 128, 1e-3, 0, 1  # TEST_SEED = vaekit's default eval_seed + 1
 CONTENDERS = ("pytorch-examples", "tensor-loop", "pythae", "vaekit", "vaekit-autograd",
-              "vaekit-bf16", "vaekit-compile")
+              "vaekit-bf16", "vaekit-bf16-autocast", "vaekit-compile")
 SECTIONS = ("throughput", "matmul", "ttq", "scaling", "profile")
 
 
@@ -210,6 +210,7 @@ def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
             "images": sum(len(res.data.train_raw) for _ in rows[1:]),
             "seconds": round(sum(r["seconds"] for r in rows[1:]), 3),
             "train_call_seconds": round(total, 2), "final_train_loss": rows[-1]["train_loss"],
+            "test_neg_elbo": round(_test_neg_elbo(res.model, _test_set()), 3),
             "train_config": vars(cfg.train),
             "notes": f"vaekit.train.train, {len(rows[1:]) or 1} timed epoch(s) of "
                      f"{len(res.data.train_raw)} images after 1 warm-up epoch"}
@@ -544,6 +545,7 @@ def _throughput_jobs(a, q: bool) -> dict[str, tuple[Any, dict[str, Any]]]:
         "vaekit": (bench_vaekit, vk),
         "vaekit-autograd": (bench_vaekit, {**vk, "fused": False}),
         "vaekit-bf16": (bench_vaekit, {**vk, "precision": "bf16"}),
+        "vaekit-bf16-autocast": (bench_vaekit, {**vk, "precision": "bf16", "fused": False}),
         "vaekit-compile": (bench_vaekit, {**vk, "compile": True}),
     }
 
@@ -590,7 +592,7 @@ def run_throughput(a, q: bool, rec: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for name, r in res.items():
         if "images_per_s" not in r:
-            rows.append([name, None, None, None, None, None, None,
+            rows.append([name, None, None, None, None, None, None, None,
                          r.get("skipped") or r.get("error")])
             continue
         vaekit = name.startswith("vaekit")
@@ -600,9 +602,9 @@ def run_throughput(a, q: bool, rec: dict[str, Any]) -> dict[str, Any]:
         rows.append([name, r["images_per_s"], r.get("images_per_s_best"),
                      " / ".join(f"{v:,.0f}" for v in r["round_images_per_s"]),
                      r["peak_rss_mb"], r["vaekit_fp32_over_this"], r["this_over_tensor_loop"],
-                     r.get("notes", "")])
+                     r.get("test_neg_elbo"), r.get("notes", "")])
     print(table(["contender", "img/s (median)", "best", "per round", "peak RSS MB",
-                 "vaekit/this", "this/tensor-loop", "notes"], rows,
+                 "vaekit/this", "this/tensor-loop", "test -ELBO", "notes"], rows,
                 f"\nTraining throughput (fp32 unless named; images/second; {a.rounds} "
                 "interleaved round(s), ratios = median of same-round ratios)", digits=2))
     for name, r in res.items():

@@ -187,9 +187,34 @@ def test_fused_path_is_used_only_where_exact(tmp_path):
     assert supports(relu) and not supports(tanh)
     cfg = RunConfig()
     assert use_fused(relu, cfg) and not use_fused(tanh, cfg)
-    for change in ({"kl": "mc"}, {"objective": "iwae"}, {"precision": "bf16"}, {"fused": False}):
+    for change in ({"kl": "mc"}, {"objective": "iwae"}, {"compile": True}, {"fused": False}):
         other = RunConfig(train=TrainConfig(**change))
         assert not use_fused(relu, other), change
+    assert use_fused(relu, RunConfig(train=TrainConfig(precision="bf16")))  # bf16 matmuls
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_bf16_hand_written_gradients_match_autocast(likelihood):
+    from vaekit.train.fused import FusedELBO
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=4, hidden=[64, 32], likelihood=likelihood,
+                                    data_shape=[48], gamma_init=0.3))
+    x = _data(likelihood, n=64, shape=(48,))
+    torch.manual_seed(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = elbo_loss(model, x, beta=0.7)
+    ref.backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(5)
+    got = FusedELBO(model, torch.bfloat16)(x, beta=0.7)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(ref.item(), rel=1e-2)
+    for name, p in model.named_parameters():
+        assert p.grad.dtype == torch.float32, name  # parameters and gradients stay fp32
+        err = (p.grad - want[name]).norm() / want[name].norm()
+        assert err < 0.02, (name, float(err))  # both round the matmuls to bf16 (~2e-3)
 
 
 def test_training_with_and_without_the_fused_path_agrees(tmp_path):

@@ -54,7 +54,7 @@ TRAIN_FLAGS: list[tuple[str, str, str, Any, str]] = [
     ("--seed", "train", "seed", int, "random seed (init, data order, noise)"),
     ("--device", "train", "device", str, "auto | cpu | cuda | cuda:N"),
     ("--grad-clip", "train", "grad_clip", float, "max gradient norm (0 = off)"),
-    ("--precision", "train", "precision", str, "fp32 | bf16 (autocast matmuls to bfloat16)"),
+    ("--precision", "train", "precision", str, "fp32 | bf16 (matmuls in bfloat16)"),
 ]
 SECTIONS = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig()}
 RESUMABLE = {"epochs", "compile", "fused"}  # may change on --resume; recorded in config.json

@@ -99,7 +99,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     grad_clip: float = 0.0  # max global grad norm (0 = off)
     eval_batch_size: int = 1000
-    precision: str = "fp32"  # fp32 | bf16 (autocast of matmuls; the loss stays fp32)
+    precision: str = "fp32"  # fp32 | bf16 (matmuls in bf16; weights, loss, grads stay fp32)
     compile: bool = False  # torch.compile the loss (forward and backward)
     fused: bool = True  # hand-written ELBO gradients for ReLU-MLP VAEs (same math, faster)
 

@@ -81,10 +81,11 @@ def lr_at(step: int, total_steps: int, cfg: RunConfig) -> float:
 
 
 def use_fused(model: VAE, cfg: RunConfig) -> bool:
-    """The hand-written gradient path applies: ReLU-MLP VAE, ELBO, analytic KL, plain fp32."""
+    """The hand-written gradient path applies: ReLU-MLP VAE, ELBO, analytic KL, no compile
+    (fp32, or bf16 matmuls)."""
     t = cfg.train
-    return (t.fused and t.objective == "elbo" and t.kl == "analytic" and t.precision == "fp32"
-            and not t.compile and fused_supports(model))
+    return (t.fused and t.objective == "elbo" and t.kl == "analytic" and not t.compile
+            and fused_supports(model))
 
 
 def make_step(model: VAE, opt: torch.optim.Optimizer, cfg: RunConfig, device: torch.device,
@@ -95,7 +96,8 @@ def make_step(model: VAE, opt: torch.optim.Optimizer, cfg: RunConfig, device: to
     loss_of = torch.compile(loss_fn) if t.compile else loss_fn
     params = list(model.parameters())
     scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
-    fused = FusedELBO(model) if use_fused(model, cfg) else None
+    matmul_dtype = torch.bfloat16 if t.precision == "bf16" else torch.float32
+    fused = FusedELBO(model, matmul_dtype) if use_fused(model, cfg) else None
     adam_step = AdamStep(opt)  # opt.step() without its per-step Python bookkeeping
 
     def step(x: torch.Tensor, i: int) -> torch.Tensor:
