@@ -29,6 +29,7 @@ from common import (
     linear_shapes,
     machine_info,
     median,
+    rss_mb,
     table,
     timed_steps,
     train_flops_per_image,
@@ -210,6 +211,7 @@ def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
             "images": sum(len(res.data.train_raw) for _ in rows[1:]),
             "seconds": round(sum(r["seconds"] for r in rows[1:]), 3),
             "train_call_seconds": round(total, 2), "final_train_loss": rows[-1]["train_loss"],
+            "train_peak_rss_mb": round(rss_mb(), 1),  # before the test evaluation below
             "test_neg_elbo": round(_test_neg_elbo(res.model, _test_set()), 3),
             "train_config": vars(cfg.train),
             "notes": f"vaekit.train.train, {len(rows[1:]) or 1} timed epoch(s) of "
@@ -502,12 +504,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads per contender")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
-    p.add_argument("--epochs", type=int, default=2,
+    p.add_argument("--epochs", type=int, default=1,
                    help="timed epochs per contender (vaekit: + 1 warm-up epoch)")
     p.add_argument("--warmup", type=int, default=20, help="warm-up steps of contenders a-c")
     p.add_argument("--rounds", type=int, default=None,
                    help="throughput: run every contender this many times, interleaved "
-                        "(default 3; 1 with --quick)")
+                        "(default 5; 1 with --quick)")
     p.add_argument("--compile", action="store_true",
                    help="in --quick mode, also run vaekit-compile (skipped there by default)")
     p.add_argument("--ttq-preset", default="fast",
@@ -517,6 +519,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ttq-epochs", type=int, default=None, help="override the preset")
     p.add_argument("--ttq-ref-epochs", type=int, default=10,
                    help="epochs of the reference whose final test -ELBO is the target")
+    p.add_argument("--ttq-rounds", type=int, default=None,
+                   help="repeat the time-to-quality runs, interleaved (default 3; 1 with --quick)")
     p.add_argument("--ttq-set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra TrainConfig field of the vaekit preset (repeatable), "
                         "e.g. --ttq-set precision=bf16")
@@ -559,7 +563,7 @@ def _merge_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["round_images_per_s"] = [r["images_per_s"] for r in ok]
     out["images_per_s"] = median(out["round_images_per_s"])
     out["images_per_s_best"] = max(r.get("images_per_s_best", r["images_per_s"]) for r in ok)
-    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+    out["peak_rss_mb"] = max(r.get("train_peak_rss_mb", r["peak_rss_mb"]) for r in ok)
     return out
 
 
@@ -674,25 +678,42 @@ def _ttq_summary(name: str, curve: list[dict[str, Any]], target: float,
     return out
 
 
+def _median_curve(curves: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], float]:
+    """One run repeated: its curve with the median cumulative training time per epoch over
+    the rounds, and the largest difference of test -ELBO between rounds (same seed: ~0)."""
+    out, spread = [], 0.0
+    for rows in zip(*curves, strict=True):
+        vals = [r["test_neg_elbo"] for r in rows]
+        spread = max(spread, max(vals) - min(vals))
+        out.append({**rows[0], "train_seconds": median([r["train_seconds"] for r in rows]),
+                    "round_train_seconds": [r["train_seconds"] for r in rows]})
+    return out, round(spread, 6)
+
+
 def run_ttq(a, q: bool, rec: dict[str, Any]) -> None:
     limit = 3000 if q else 0
     ref_epochs = 2 if q else a.ttq_ref_epochs
-    print("  time-to-quality: reference ...", flush=True)
-    ref = isolated(ttq_reference, a.threads, epochs=ref_epochs, limit=limit)
     runs = _ttq_runs(a, q, ref_epochs)
-    res = {}
-    for name, fields in runs.items():
-        print(f"  time-to-quality: {name} ...", flush=True)
-        res[name] = isolated(ttq_vaekit, a.threads, env=vaekit_env("vaekit"),
-                             train_fields=fields, limit=limit)
-    out: dict[str, Any] = {"reference": ref, "runs": res, "settings": runs,
-                           "preset_name": a.ttq_preset}
+    jobs = {"reference": (ttq_reference, {"epochs": ref_epochs, "limit": limit}, None)}
+    jobs |= {name: (ttq_vaekit, {"train_fields": fields, "limit": limit}, vaekit_env("vaekit"))
+             for name, fields in runs.items()}
+    raw: dict[str, list[dict[str, Any]]] = {name: [] for name in jobs}
+    names = list(jobs)
+    for k in range(a.ttq_rounds):
+        for name in names[k % len(names):] + names[: k % len(names)]:
+            print(f"  time-to-quality, round {k + 1}/{a.ttq_rounds}: {name} ...", flush=True)
+            fn, kw, env = jobs[name]
+            raw[name].append(isolated(fn, a.threads, env=env, **kw))
+    out: dict[str, Any] = {"rounds": raw, "settings": runs, "preset_name": a.ttq_preset}
     rec["time_to_quality"] = out
-    curves = {"reference": ref.get("curve")} | {k: v.get("curve") for k, v in res.items()}
-    if not all(curves.values()):
+    if not all("curve" in r for rs in raw.values() for r in rs):
         return
-    target = ref["curve"][-1]["test_neg_elbo"]
-    hit_ref = first_reach(ref["curve"], target)
+    curves, spread = {}, {}
+    for name, rs in raw.items():
+        curves[name], spread[name] = _median_curve([r["curve"] for r in rs])
+    out["curves"], out["test_neg_elbo_spread_between_rounds"] = curves, spread
+    target = curves["reference"][-1]["test_neg_elbo"]
+    hit_ref = first_reach(curves["reference"], target)
     out["target_test_neg_elbo"] = target
     out["reference_seconds"] = hit_ref["train_seconds"] if hit_ref else None
     n = max(len(c) for c in curves.values())
@@ -704,8 +725,9 @@ def run_ttq(a, q: bool, rec: dict[str, Any]) -> None:
         rows.append(row)
     heads = ["epoch"] + [f"{k} {w}" for k in curves for w in ("train s", "test -ELBO")]
     print(table(heads, rows, f"\nTime to quality: target = reference's epoch-{ref_epochs} test "
-                f"-ELBO {target:.3f} nats; settings {runs}", digits=3))
-    out["summary"] = {name: _ttq_summary(name, curves[name], target, hit_ref) for name in res}
+                f"-ELBO {target:.3f} nats; training seconds = median of {a.ttq_rounds} "
+                f"interleaved round(s); settings {runs}", digits=3))
+    out["summary"] = {name: _ttq_summary(name, curves[name], target, hit_ref) for name in runs}
 
 
 def run_scaling(a, q: bool, rec: dict[str, Any]) -> None:
@@ -749,7 +771,8 @@ def run_profile(a, q: bool, rec: dict[str, Any]) -> None:
 def main(argv=None) -> None:
     a = parse_args(argv)
     q = a.quick
-    a.rounds = a.rounds or (1 if q else 3)
+    a.rounds = a.rounds or (1 if q else 5)
+    a.ttq_rounds = a.ttq_rounds or (1 if q else 3)
     rec: dict[str, Any] = {"benchmark": "bench_train", "quick": q,
                            "machine": machine_info(a.threads)}
     from common import busy_warning, default_json
