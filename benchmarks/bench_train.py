@@ -24,11 +24,15 @@ from typing import Any
 
 from common import (
     D,
+    H,
+    L,
     ensure_importable,
+    interleaved,
     isolated,
     linear_shapes,
     machine_info,
     median,
+    paired_ratio,
     rss_mb,
     table,
     timed_steps,
@@ -42,7 +46,11 @@ ensure_importable()
 BATCH, LR, SEED, TEST_SEED = 128, 1e-3, 0, 1  # TEST_SEED = vaekit's default eval_seed + 1
 CONTENDERS = ("pytorch-examples", "tensor-loop", "pythae", "vaekit", "vaekit-autograd",
               "vaekit-bf16", "vaekit-bf16-autocast", "vaekit-compile")
-SECTIONS = ("throughput", "matmul", "ttq", "scaling", "profile")
+SECTIONS = ("interleaved", "throughput", "matmul", "ttq", "scaling", "profile")
+VAEKIT_VARIANTS = {"vaekit": {}, "vaekit-autograd": {"fused": False},
+                   "vaekit-bf16": {"precision": "bf16"},
+                   "vaekit-bf16-autocast": {"precision": "bf16", "fused": False},
+                   "vaekit-compile": {"compile": True}}
 
 
 # ============================================================================ contenders a-c
@@ -59,6 +67,13 @@ def bench_pytorch_examples(warmup: int, epochs: int | None, steps: int | None,
                            limit: int = 0) -> dict[str, Any]:
     """(a) Like pytorch/examples vae/main.py: per-item Dataset + DataLoader(shuffle=True),
     sigmoid outputs, F.binary_cross_entropy(reduction='sum') + KLD, loss.item() per step."""
+    batches, step = setup_pytorch_examples(limit)
+    out = timed_steps(batches, step, warmup, steps, epochs)
+    return {**out, "notes": "DataLoader(num_workers=0) over a per-item Dataset"}
+
+
+def setup_pytorch_examples(limit: int = 0):
+    """(batches(), step(x)) of contender (a)."""
     import torch
     import torch.nn.functional as F
     from common import classic_vae, kld_sum
@@ -90,8 +105,7 @@ def bench_pytorch_examples(warmup: int, epochs: int | None, steps: int | None,
         total[0] += loss.item()
         opt.step()
 
-    out = timed_steps(lambda: loader, step, warmup, steps, epochs)
-    return {**out, "notes": "DataLoader(num_workers=0) over a per-item Dataset"}
+    return (lambda: loader), step
 
 
 def _tensor_batches(images, generator=None):
@@ -109,6 +123,11 @@ def _tensor_batches(images, generator=None):
 def bench_tensor_loop(warmup: int, epochs: int | None, steps: int | None,
                       limit: int = 0) -> dict[str, Any]:
     """(b) Same model and loss as (a), BCE with logits, batches indexed out of one float tensor."""
+    return timed_steps(*setup_tensor_loop(limit), warmup, steps, epochs)
+
+
+def setup_tensor_loop(limit: int = 0):
+    """(batches(), step(x)) of contender (b)."""
     import torch
     import torch.nn.functional as F
     from common import classic_vae, kld_sum
@@ -125,7 +144,7 @@ def bench_tensor_loop(warmup: int, epochs: int | None, steps: int | None,
         (loss + kld_sum(mu, log_var)).backward()
         opt.step()
 
-    return timed_steps(_tensor_batches(images), step, warmup, steps, epochs)
+    return _tensor_batches(images), step
 
 
 def bench_pythae(warmup: int, epochs: int | None, steps: int | None,
@@ -133,13 +152,19 @@ def bench_pythae(warmup: int, epochs: int | None, steps: int | None,
     """(c) pythae.models.VAE (bce) with custom encoder/decoder of the same architecture,
     driven by a manual loop on ``model({"data": x}).loss`` (not pythae's BaseTrainer)."""
     try:
-        from pythae.models import VAE, VAEConfig
-        from pythae.models.base.base_utils import ModelOutput
-        from pythae.models.nn import BaseDecoder, BaseEncoder
+        batches, step = setup_pythae(limit)
     except ImportError:
         return {"skipped": "pythae is not installed (pip install -e '.[bench]')"}
+    out = timed_steps(batches, step, warmup, steps, epochs)
+    return {**out, "notes": "manual loop on model({'data': x}).loss; pythae BCE on sigmoid"}
+
+
+def setup_pythae(limit: int = 0):
+    """(batches(), step(x)) of contender (c); ImportError without pythae."""
     import torch
-    from common import H, L
+    from pythae.models import VAE, VAEConfig
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDecoder, BaseEncoder
     from torch import nn
 
     class Encoder(BaseEncoder):
@@ -170,8 +195,7 @@ def bench_pythae(warmup: int, epochs: int | None, steps: int | None,
         model({"data": x}).loss.backward()  # mean over batch of BCE(sigmoid) sum + KL
         opt.step()
 
-    out = timed_steps(_tensor_batches(images), step, warmup, steps, epochs)
-    return {**out, "notes": "manual loop on model({'data': x}).loss; pythae BCE on sigmoid"}
+    return _tensor_batches(images), step
 
 
 # ============================================================================ vaekit
@@ -379,8 +403,9 @@ def first_reach(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | 
 # ============================================================================ scaling, profile
 
 
-def _vaekit_parts(latent: int, hidden: int, limit: int = 0):
-    """vaekit's building blocks as train() wires them (fp32, batch 128, Adam 1e-3)."""
+def _vaekit_parts(latent: int, hidden: int, limit: int = 0, **train_fields: Any):
+    """vaekit's building blocks as train() wires them (fp32, batch 128, Adam 1e-3, unless
+    ``train_fields`` of TrainConfig say otherwise)."""
     import torch
 
     from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -390,7 +415,8 @@ def _vaekit_parts(latent: int, hidden: int, limit: int = 0):
 
     cfg = RunConfig(DataConfig(val_fraction=0.0, limit=limit),
                     ModelConfig(latent_dim=latent, hidden=[hidden], likelihood="bernoulli"),
-                    TrainConfig(batch_size=BATCH, lr=LR, seed=SEED, device="cpu"))
+                    TrainConfig(batch_size=BATCH, lr=LR, seed=SEED, device="cpu",
+                                **train_fields))
     data = prepare_data(cfg.data, "bernoulli", SEED)
     cfg.model.data_shape = list(data.shape)
     torch.manual_seed(SEED)
@@ -407,6 +433,25 @@ def _vaekit_parts(latent: int, hidden: int, limit: int = 0):
     loader = BatchLoader(data.train_raw, data.transform, data.dataset.levels, BATCH,
                          torch.Generator().manual_seed(SEED + 1))
     return model, opt, step, loader, cfg
+
+
+def bench_interleaved(names: list[str], cycles: int, chunk_steps: int, warmup: int,
+                      limit: int = 0) -> dict[str, Any]:
+    """All contenders in this one process, timed by turns (common.interleaved)."""
+    setups, skipped = {}, {}
+    for name in names:
+        if name == "pythae":
+            try:
+                setups[name] = setup_pythae(limit)
+            except ImportError:
+                skipped[name] = "pythae is not installed (pip install -e '.[bench]')"
+        elif name in VAEKIT_VARIANTS:
+            _, _, step, loader, _ = _vaekit_parts(L, H, limit, **VAEKIT_VARIANTS[name])
+            setups[name] = (loader.epoch, step)
+        else:
+            setups[name] = {"pytorch-examples": setup_pytorch_examples,
+                            "tensor-loop": setup_tensor_loop}[name](limit)
+    return {"results": interleaved(setups, cycles, chunk_steps, warmup), "skipped": skipped}
 
 
 def bench_scaling(configs: list[dict[str, int]], steps: int, warmup: int) -> dict[str, Any]:
@@ -507,9 +552,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1,
                    help="timed epochs per contender (vaekit: + 1 warm-up epoch)")
     p.add_argument("--warmup", type=int, default=20, help="warm-up steps of contenders a-c")
+    p.add_argument("--cycles", type=int, default=40,
+                   help="interleaved: turns per contender (default 40)")
+    p.add_argument("--chunk-steps", type=int, default=50,
+                   help="interleaved: steps per contender per turn (default 50)")
     p.add_argument("--rounds", type=int, default=None,
                    help="throughput: run every contender this many times, interleaved "
-                        "(default 5; 1 with --quick)")
+                        "(default 3; 1 with --quick)")
     p.add_argument("--compile", action="store_true",
                    help="in --quick mode, also run vaekit-compile (skipped there by default)")
     p.add_argument("--ttq-preset", default="fast",
@@ -546,11 +595,7 @@ def _throughput_jobs(a, q: bool) -> dict[str, tuple[Any, dict[str, Any]]]:
         "pytorch-examples": (bench_pytorch_examples, abc),
         "tensor-loop": (bench_tensor_loop, abc),
         "pythae": (bench_pythae, abc),
-        "vaekit": (bench_vaekit, vk),
-        "vaekit-autograd": (bench_vaekit, {**vk, "fused": False}),
-        "vaekit-bf16": (bench_vaekit, {**vk, "precision": "bf16"}),
-        "vaekit-bf16-autocast": (bench_vaekit, {**vk, "precision": "bf16", "fused": False}),
-        "vaekit-compile": (bench_vaekit, {**vk, "compile": True}),
+        **{name: (bench_vaekit, {**vk, **fields}) for name, fields in VAEKIT_VARIANTS.items()},
     }
 
 
@@ -573,6 +618,44 @@ def _paired_ratio(rounds: list[dict[str, Any]], num: str, den: str) -> float | N
     got = [r[num]["images_per_s"] / r[den]["images_per_s"] for r in rounds
            if "images_per_s" in r.get(num, {}) and "images_per_s" in r.get(den, {})]
     return round(median(got), 3) if got else None
+
+
+def run_interleaved(a, q: bool, rec: dict[str, Any]) -> None:
+    names = [n for n in a.contenders if n != "vaekit-compile"]  # compiles for a minute
+    cycles, chunk = (4, 10) if q else (a.cycles, a.chunk_steps)
+    print(f"  interleaved: {', '.join(names)} ...", flush=True)
+    out = isolated(bench_interleaved, a.threads, env=vaekit_env("vaekit"), names=names,
+                   cycles=cycles, chunk_steps=chunk, warmup=a.warmup, limit=6400 if q else 0)
+    rec["interleaved"] = out
+    if "results" not in out:
+        return
+    res, rows = out["results"], []
+    cyc = {name: r["cycle_images_per_s"] for name, r in res.items()}
+    for name, r in res.items():
+        vaekit = name.startswith("vaekit")
+        r["vaekit_over_this"] = (paired_ratio(cyc["vaekit"], cyc[name])
+                                 if "vaekit" in cyc and not vaekit else None)
+        r["vaekit_bf16_over_this"] = (paired_ratio(cyc["vaekit-bf16"], cyc[name])
+                                      if "vaekit-bf16" in cyc and not vaekit else None)
+        r["this_over_tensor_loop"] = (paired_ratio(cyc[name], cyc["tensor-loop"])
+                                      if "tensor-loop" in cyc and vaekit else None)
+        # a quiet machine: the fastest cycle of each (a busy host slows GEMM-bound code most)
+        r["fastest_over_tensor_loop"] = (round(max(cyc[name]) / max(cyc["tensor-loop"]), 3)
+                                         if "tensor-loop" in cyc and vaekit else None)
+        r["vaekit_fastest_over_this"] = (round(max(cyc["vaekit"]) / max(cyc[name]), 3)
+                                         if "vaekit" in cyc and not vaekit else None)
+        rows.append([name, r["images_per_s"], min(cyc[name]), max(cyc[name]),
+                     r["vaekit_over_this"], r["vaekit_bf16_over_this"],
+                     r["this_over_tensor_loop"], r["vaekit_fastest_over_this"],
+                     r["fastest_over_tensor_loop"]])
+    rows += [[name, None, None, None, None, None, None, None, why]
+             for name, why in out["skipped"].items()]
+    print(table(["contender", "img/s (median)", "slowest cycle", "fastest cycle",
+                 "vaekit/this", "vaekit-bf16/this", "this/tensor-loop",
+                 "vaekit/this, fastest", "this/tensor-loop, fastest"], rows,
+                f"\nTraining throughput, interleaved in one process ({cycles} cycles of {chunk} "
+                "steps per contender; ratios = median of same-cycle ratios, and of the fastest "
+                "cycles)", digits=2))
 
 
 def run_throughput(a, q: bool, rec: dict[str, Any]) -> dict[str, Any]:
@@ -771,7 +854,7 @@ def run_profile(a, q: bool, rec: dict[str, Any]) -> None:
 def main(argv=None) -> None:
     a = parse_args(argv)
     q = a.quick
-    a.rounds = a.rounds or (1 if q else 5)
+    a.rounds = a.rounds or (1 if q else 3)
     a.ttq_rounds = a.ttq_rounds or (1 if q else 3)
     rec: dict[str, Any] = {"benchmark": "bench_train", "quick": q,
                            "machine": machine_info(a.threads)}
@@ -779,8 +862,9 @@ def main(argv=None) -> None:
 
     busy_warning(rec["machine"])
     t0 = time.perf_counter()
-    runners = {"throughput": run_throughput, "matmul": run_matmul, "ttq": run_ttq,
-               "scaling": run_scaling, "profile": run_profile}
+    runners = {"interleaved": run_interleaved, "throughput": run_throughput,
+               "matmul": run_matmul, "ttq": run_ttq, "scaling": run_scaling,
+               "profile": run_profile}
     for name in SECTIONS:
         if name in a.sections:
             runners[name](a, q, rec)

@@ -192,6 +192,45 @@ def timed_steps(batches: Callable[[], Any], step: Callable[[Any], Any], warmup: 
             "piece_images_per_s": [round(r, 1) for r in rates]}
 
 
+def interleaved(contenders: dict[str, tuple[Callable[[], Any], Callable[[Any], Any]]],
+                cycles: int, chunk_steps: int, warmup: int) -> dict[str, dict[str, Any]]:
+    """Time contenders that live in one process by turns: each cycle runs ``chunk_steps``
+    steps of every contender (the order rotating from cycle to cycle), so a machine whose
+    speed drifts over seconds slows all of them alike. ``contenders[name] = (batches, step)``
+    as for ``timed_steps`` (loading a batch counts as part of the step).
+
+    Returns per contender the images/s of every cycle and their median.
+    """
+    def first(b):
+        return b[0] if isinstance(b, (tuple, list)) else b
+
+    def forever(batches):
+        while True:
+            yield from batches()
+
+    streams = {name: forever(batches) for name, (batches, _) in contenders.items()}
+    for name, (_, step) in contenders.items():
+        for _ in range(warmup):
+            step(first(next(streams[name])))
+    names, rates = list(contenders), {name: [] for name in contenders}
+    for c in range(cycles):
+        for name in names[c % len(names):] + names[: c % len(names)]:
+            step, it, n = contenders[name][1], streams[name], 0
+            t0 = time.perf_counter()
+            for _ in range(chunk_steps):
+                x = first(next(it))
+                step(x)
+                n += len(x)
+            rates[name].append(n / (time.perf_counter() - t0))
+    return {name: {"images_per_s": round(median(r), 1),
+                   "cycle_images_per_s": [round(v, 1) for v in r]} for name, r in rates.items()}
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """Median over cycles of a[c] / b[c]: two contenders compared cycle by cycle."""
+    return round(median([x / y for x, y in zip(a, b, strict=True)]), 3)
+
+
 def median(v: Sequence[float]) -> float:
     s = sorted(v)
     n = len(s)
