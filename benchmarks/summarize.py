@@ -88,10 +88,19 @@ def ttq(rec: dict[str, Any]) -> list[str]:
                  else "" for c in curves.values()]
         out.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     out.append("")
+    ref_hit = next(r for r in curves["reference"]
+                   if r["test_neg_elbo"] <= t["target_test_neg_elbo"])
     for name, s in t["summary"].items():
+        if not s["speedup"]:
+            out.append(f"- {name}: did not reach the target")
+            continue
+        hit = curves[name][s["epoch"] - 1]
+        rounds = ", ".join(f"{a / b:.2f}x" for a, b in zip(ref_hit["round_train_seconds"],
+                                                            hit["round_train_seconds"],
+                                                            strict=True))
         out.append(f"- {name}: epoch {s['epoch']}, {s['seconds']:.1f} s of training vs "
-                   f"{t['reference_seconds']:.1f} s: **{s['speedup']:.2f}x**"
-                   if s["speedup"] else f"- {name}: did not reach the target")
+                   f"{t['reference_seconds']:.1f} s: **{s['speedup']:.2f}x** (round by round: "
+                   f"{rounds})")
     return out
 
 
