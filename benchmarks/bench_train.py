@@ -1,6 +1,7 @@
 """Training throughput of the classic MLP VAE (784-400-20, Bernoulli, dynamically binarized
-Fashion-MNIST, Adam lr 1e-3, batch 128, fp32) against typical PyTorch code and pythae,
-plus matmul ceilings, time-to-quality, scaling and a profile of vaekit's step.
+Fashion-MNIST, Adam lr 1e-3, batch 128, fp32) against typical PyTorch code and pythae
+(timed by turns in one process, and in isolated processes), plus matmul ceilings,
+time-to-quality, scaling and a profile of vaekit's step.
 
     python benchmarks/bench_train.py            # full run (minutes)
     python benchmarks/bench_train.py --quick    # smoke run (< 1 minute)
@@ -627,9 +628,9 @@ def _merge_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _paired_ratio(rounds: list[dict[str, Any]], num: str, den: str) -> float | None:
     """Median over rounds of img/s(num) / img/s(den) measured in the same round: the two
     ran minutes apart at most, so a machine that drifts in speed cancels out."""
-    got = [r[num]["images_per_s"] / r[den]["images_per_s"] for r in rounds
-           if "images_per_s" in r.get(num, {}) and "images_per_s" in r.get(den, {})]
-    return round(median(got), 3) if got else None
+    pairs = [(r[num]["images_per_s"], r[den]["images_per_s"]) for r in rounds
+             if "images_per_s" in r.get(num, {}) and "images_per_s" in r.get(den, {})]
+    return paired_ratio(*zip(*pairs, strict=True)) if pairs else None
 
 
 def run_interleaved(a, q: bool, rec: dict[str, Any]) -> None:
