@@ -416,13 +416,13 @@ def _vaekit_parts(latent: int, hidden: int, limit: int = 0, **train_fields: Any)
 
     cfg = RunConfig(DataConfig(val_fraction=0.0, limit=limit),
                     ModelConfig(latent_dim=latent, hidden=[hidden], likelihood="bernoulli"),
-                    TrainConfig(batch_size=BATCH, lr=LR, seed=SEED, device="cpu",
-                                **train_fields))
+                    TrainConfig(**{"batch_size": BATCH, "lr": LR, "seed": SEED,
+                                   "device": "cpu", **train_fields}))
     data = prepare_data(cfg.data, "bernoulli", SEED)
     cfg.model.data_shape = list(data.shape)
     torch.manual_seed(SEED)
     model = build_model(cfg.model).train()
-    opt = make_optimizer(model, LR)
+    opt = make_optimizer(model, cfg.train.lr)
     raw_step = make_step(model, opt, cfg, torch.device("cpu"))
     counter = itertools.count()
     if len(inspect.signature(raw_step).parameters) >= 2:  # step(x, i): i = global step
@@ -431,14 +431,18 @@ def _vaekit_parts(latent: int, hidden: int, limit: int = 0, **train_fields: Any)
             return raw_step(x, next(counter))
     else:
         step = raw_step
-    loader = BatchLoader(data.train_raw, data.transform, data.dataset.levels, BATCH,
-                         torch.Generator().manual_seed(SEED + 1))
+    loader = BatchLoader(data.train_raw, data.transform, data.dataset.levels,
+                         cfg.train.batch_size, torch.Generator().manual_seed(SEED + 1))
     return model, opt, step, loader, cfg
 
 
 def bench_interleaved(names: list[str], cycles: int, chunk_steps: int, warmup: int,
-                      limit: int = 0) -> dict[str, Any]:
-    """All contenders in this one process, timed by turns (common.interleaved)."""
+                      limit: int = 0, extra_vaekit: dict[str, dict[str, Any]] | None = None
+                      ) -> dict[str, Any]:
+    """All contenders in this one process, timed by turns (common.interleaved);
+    ``extra_vaekit``: more vaekit variants, name -> TrainConfig fields."""
+    variants = {**VAEKIT_VARIANTS, **(extra_vaekit or {})}
+    names = [*names, *(extra_vaekit or {})]
     setups, skipped = {}, {}
     for name in names:
         if name == "pythae":
@@ -446,8 +450,8 @@ def bench_interleaved(names: list[str], cycles: int, chunk_steps: int, warmup: i
                 setups[name] = setup_pythae(limit)
             except ImportError:
                 skipped[name] = "pythae is not installed (pip install -e '.[bench]')"
-        elif name in VAEKIT_VARIANTS:
-            _, _, step, loader, _ = _vaekit_parts(L, H, limit, **VAEKIT_VARIANTS[name])
+        elif name in variants:
+            _, _, step, loader, _ = _vaekit_parts(L, H, limit, **variants[name])
             setups[name] = (loader.epoch, step)
         else:
             setups[name] = {"pytorch-examples": setup_pytorch_examples,
@@ -636,9 +640,14 @@ def _paired_ratio(rounds: list[dict[str, Any]], num: str, den: str) -> float | N
 def run_interleaved(a, q: bool, rec: dict[str, Any]) -> None:
     names = [n for n in a.contenders if n != "vaekit-compile"]  # compiles for a minute
     cycles, chunk = (4, 10) if q else (a.cycles, a.chunk_steps)
-    print(f"  interleaved: {', '.join(names)} ...", flush=True)
+    from vaekit.config import PRESETS
+
+    # the time-to-quality preset too: its own batch size and schedule change the step
+    extra = {f"vaekit-{a.ttq_preset}": PRESETS[a.ttq_preset]["train"]} if "vaekit" in names else {}
+    print(f"  interleaved: {', '.join([*names, *extra])} ...", flush=True)
     out = isolated(bench_interleaved, a.threads, env=vaekit_env("vaekit"), names=names,
-                   cycles=cycles, chunk_steps=chunk, warmup=a.warmup, limit=6400 if q else 0)
+                   cycles=cycles, chunk_steps=chunk, warmup=a.warmup, limit=6400 if q else 0,
+                   extra_vaekit=extra)
     rec["interleaved"] = out
     if "results" not in out:
         return
@@ -832,6 +841,30 @@ def run_ttq(a, q: bool, rec: dict[str, Any]) -> None:
                 f"-ELBO {target:.3f} nats; training seconds = median of {a.ttq_rounds} "
                 f"interleaved round(s); settings {runs}", digits=3))
     out["summary"] = {name: _ttq_summary(name, curves[name], target, hit_ref) for name in runs}
+    est = _ttq_from_interleaved(rec, a.ttq_preset, hit_ref,
+                                first_reach(curves[f"vaekit, preset {a.ttq_preset}"], target))
+    if est:
+        out["estimate_from_interleaved"] = est
+        print(f"  preset {a.ttq_preset} from the interleaved throughput: {est['epoch_ratio']:.2f}"
+              f" x fewer epochs x {est['speed_ratio']:.2f} images/s ratio = "
+              f"{est['speedup']:.2f}x (fastest turns: {est['speedup_fastest']:.2f}x)")
+
+
+def _ttq_from_interleaved(rec: dict[str, Any], preset: str, hit_ref: dict[str, Any] | None,
+                          hit: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Time-to-quality speed-up with the times taken from the interleaved section: (reference
+    epochs / preset epochs) x (preset's images/s / tensor-loop's, same-turn median), robust
+    to a host whose speed drifts during the long runs above."""
+    cyc = {k: v["cycle_images_per_s"]
+           for k, v in rec.get("interleaved", {}).get("results", {}).items()}
+    name = f"vaekit-{preset}"
+    if not (hit_ref and hit and name in cyc and "tensor-loop" in cyc):
+        return None
+    epochs = hit_ref["epoch"] / hit["epoch"]
+    speed = paired_ratio(cyc[name], cyc["tensor-loop"])
+    fastest = max(cyc[name]) / max(cyc["tensor-loop"])
+    return {"epoch_ratio": round(epochs, 3), "speed_ratio": speed,
+            "speedup": round(epochs * speed, 3), "speedup_fastest": round(epochs * fastest, 3)}
 
 
 def run_scaling(a, q: bool, rec: dict[str, Any]) -> None:

@@ -66,8 +66,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                        "flags.")
     p.add_argument("--config", type=Path, help="YAML or TOML file with data/model/train sections")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="start from named settings (fast: batch 64, Adam 4e-3 with 300 warm-up"
-                        "\nsteps and cosine decay, 4 epochs; see README 'Speed')")
+                   help="start from named settings (fast: Adam 6e-3 with 500 warm-up steps"
+                        "\nand cosine decay, 5 epochs; see README 'Speed')")
     for flag, section, key, kind, text in TRAIN_FLAGS:
         default = getattr(SECTIONS[section], key)
         p.add_argument(flag, type=kind, nargs="+" if key == "hidden" else None, default=None,
