@@ -68,8 +68,8 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
 def _tiny_model(data_shape=(6,), likelihood: str = "gaussian", latent_dim: int = 2,
                 hidden=(8,), seed: int = 0):
     torch.manual_seed(seed)
-    cfg = ModelConfig(latent_dim=latent_dim, hidden=list(hidden), likelihood=likelihood,
-                      data_shape=list(data_shape), activation="tanh")
+    cfg = ModelConfig(latent_dim=latent_dim, likelihood=likelihood, data_shape=list(data_shape),
+                      arch={"name": "mlp", "hidden": list(hidden), "activation": "tanh"})
     return build_model(cfg)
 
 

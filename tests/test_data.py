@@ -14,8 +14,9 @@ from vaekit.data import toy
 from vaekit.data.datasets import load_dataset, parse_spec
 from vaekit.data.idx import read_idx, write_idx
 from vaekit.data.pipeline import BatchLoader, fixed_transform, prepare_data
-from vaekit.data.transforms import apply_transform, bits_per_dim_offset
+from vaekit.data.transforms import apply_transform
 from vaekit.errors import DataError
+from vaekit.registry import LIKELIHOODS
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:
@@ -206,7 +207,7 @@ def test_bernoulli_needs_values_in_unit_interval(tmp_path):
     a = np.random.default_rng(4).random((40, 3)).astype(np.float32)
     np.save(tmp_path / "ok.npy", a)
     ok = prepare_data(DataConfig(name=str(tmp_path / "ok.npy")), "bernoulli", seed=0)
-    assert ok.transform == "binarize" and set(ok.test.unique().tolist()) <= {0.0, 1.0}
+    assert ok.transform == "binarize" and set(ok.test.x.unique().tolist()) <= {0.0, 1.0}
     a[3, 0] = 1.5
     np.save(tmp_path / "bad.npy", a)
     cfg = DataConfig(name=str(tmp_path / "bad.npy"))
@@ -223,10 +224,10 @@ def test_prepare_data_splits_and_limits():
     assert p.bpd_offset is None and p.dim == 2
     # train and val are disjoint rows of the first `limit` training examples
     full = load_dataset("ring:n=200").train[:100]
-    rows = torch.cat([p.train_raw, p.val])
+    rows = torch.cat([p.train_raw, p.val.x])
     assert torch.equal(rows[rows[:, 0].argsort()], full[full[:, 0].argsort()])
     # the same seed gives the same split
-    assert torch.equal(prepare_data(cfg, "gaussian", seed=0).val, p.val)
+    assert torch.equal(prepare_data(cfg, "gaussian", seed=0).val.x, p.val.x)
 
 
 # ------------------------------------------------------------------- toy data
@@ -285,7 +286,8 @@ def test_batch_loader_covers_each_example_once_per_epoch():
     for _ in range(3):
         batches = list(loader.epoch())
         assert [len(b) for b in batches] == [10] * 10 + [3]
-        seen = torch.cat(batches).squeeze(1)
+        assert all(b.y is None for b in batches)  # no labels: none invented
+        seen = torch.cat([b.x for b in batches]).squeeze(1)
         assert sorted(seen.tolist()) == list(range(103))
         orders.append(seen)
     assert not torch.equal(orders[0], orders[1])  # reshuffled every epoch
@@ -296,15 +298,15 @@ def test_batch_loader_covers_each_example_once_per_epoch():
 def test_batch_loader_resumes_mid_epoch():
     raw = torch.arange(50, dtype=torch.float32).unsqueeze(1)
     full = BatchLoader(raw, "none", None, 8, torch.Generator().manual_seed(3))
-    ref = [b.clone() for b in full.epoch()] + [b.clone() for b in full.epoch()]
+    ref = [b.x.clone() for b in full.epoch()] + [b.x.clone() for b in full.epoch()]
     a = BatchLoader(raw, "none", None, 8, torch.Generator().manual_seed(3))
     it = a.epoch()
-    first = [next(it).clone() for _ in range(3)]
+    first = [next(it).x.clone() for _ in range(3)]
     state = a.state_dict()
     assert state["step"] == 3
     b = BatchLoader(raw, "none", None, 8, torch.Generator().manual_seed(123))
     b.load_state_dict(state)
-    rest = [x.clone() for x in b.epoch()] + [x.clone() for x in b.epoch()]
+    rest = [x.x.clone() for x in b.epoch()] + [x.x.clone() for x in b.epoch()]
     got = first + rest
     assert len(got) == len(ref) == 14
     assert all(torch.equal(u, v) for u, v in zip(got, ref, strict=True))
@@ -314,7 +316,7 @@ def test_dynamic_binarization_and_fixed_transform():
     raw = torch.full((64, 4, 4), 128, dtype=torch.uint8)  # p = 128/255 everywhere
     loader = BatchLoader(raw, "binarize", 256, batch_size=64, generator=torch.Generator()
                          .manual_seed(0))
-    e1, e2 = next(iter(loader.epoch())), next(iter(loader.epoch()))
+    e1, e2 = next(iter(loader.epoch())).x, next(iter(loader.epoch())).x
     assert set(e1.unique().tolist()) == {0.0, 1.0}
     assert not torch.equal(e1, e2)  # resampled every epoch
     assert float(e1.mean()) == pytest.approx(128 / 255, abs=0.05)
@@ -328,13 +330,13 @@ def test_dynamic_binarization_and_fixed_transform():
     assert ((dq * 256).floor() == pix.float()).all()
     assert torch.equal(fixed_transform(pix, "dequantize", 256, 1),
                        fixed_transform(pix, "dequantize", 256, 1))
-    dq = bits_per_dim_offset("dequantize", 256, 10, "gaussian-gamma")
-    assert dq == pytest.approx(10 * math.log(256))
-    assert bits_per_dim_offset("binarize", 256, 10, "bernoulli") == 0.0
-    assert bits_per_dim_offset("none", None, 10, "gaussian") is None
+    offset = {name: LIKELIHOODS.get(name).build.bpd_offset for name in LIKELIHOODS.names()}
+    assert offset["gaussian-gamma"]("dequantize", 256, 10) == pytest.approx(10 * math.log(256))
+    assert offset["bernoulli"]("binarize", 256, 10) == 0.0
+    assert offset["gaussian"]("none", None, 10) is None
     # pairings that are not likelihoods of the discrete data get no bits/dim
-    assert bits_per_dim_offset("dequantize", 256, 10, "bernoulli") is None
-    assert bits_per_dim_offset("binarize", 256, 10, "gaussian") is None
+    assert offset["gaussian"]("binarize", 256, 10) is None
+    assert offset["gaussian"]("scale", 256, 10) is None
     scaled = apply_transform("scale", torch.tensor([[0, 8, 16]], dtype=torch.uint8), 17)
     assert scaled.tolist() == [[0.0, 0.5, 1.0]]
 
@@ -343,14 +345,14 @@ def test_dynamic_binarization_and_fixed_transform():
 def test_batch_loader_resumes_at_epoch_boundary(transform):
     raw = torch.randint(0, 256, (40, 3), dtype=torch.uint8)
     full = BatchLoader(raw, transform, 256, 8, torch.Generator().manual_seed(3))
-    ref = [b.clone() for _ in range(3) for b in full.epoch()]
+    ref = [b.x.clone() for _ in range(3) for b in full.epoch()]
     a = BatchLoader(raw, transform, 256, 8, torch.Generator().manual_seed(3))
-    first = [b.clone() for b in a.epoch()]
+    first = [b.x.clone() for b in a.epoch()]
     state = a.state_dict()
     assert state["step"] == 0
     b = BatchLoader(raw, transform, 256, 8, torch.Generator().manual_seed(123))
     b.load_state_dict(state)
-    got = first + [x.clone() for _ in range(2) for x in b.epoch()]
+    got = first + [x.x.clone() for _ in range(2) for x in b.epoch()]
     assert len(got) == len(ref) == 15
     assert all(torch.equal(u, v) for u, v in zip(got, ref, strict=True))
 
@@ -365,4 +367,4 @@ def test_grey_values_as_bernoulli_targets_are_refused(tmp_path):
     with pytest.raises(DataError, match="not a normalized likelihood"):
         prepare_data(DataConfig(name=str(path), transform="none"), "bernoulli", 0)
     data = prepare_data(DataConfig(name=str(path)), "bernoulli", 0)  # auto: binarize
-    assert data.transform == "binarize" and set(data.test.unique().tolist()) <= {0.0, 1.0}
+    assert data.transform == "binarize" and set(data.test.x.unique().tolist()) <= {0.0, 1.0}

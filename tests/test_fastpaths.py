@@ -6,18 +6,26 @@ import pytest
 import torch
 
 from vaekit.config import ModelConfig, RunConfig, TrainConfig
+from vaekit.data import Batch
 from vaekit.evaluation import estimate_log_px
 from vaekit.models import build_model
 from vaekit.objectives import elbo, elbo_loss
-from vaekit.train.trainer import loss_fn, make_optimizer
+from vaekit.train.fast import FastELBO, applies
+from vaekit.train.fast.adam import AdamStep
+from vaekit.train.step import loss_fn, make_optimizer
 
 LIKELIHOODS = ["bernoulli", "gaussian", "gaussian-gamma", "gaussian-diag"]
 
 
-def _model(likelihood: str, shape=(3, 4)):
+def _config(likelihood: str, shape=(3, 4), hidden=(16,), latent: int = 3) -> ModelConfig:
+    lik = {"name": likelihood, **({"gamma_init": 0.3} if "-" in likelihood else {})}
+    return ModelConfig(latent_dim=latent, arch={"name": "mlp", "hidden": list(hidden)},
+                       likelihood=lik, data_shape=list(shape))
+
+
+def _model(likelihood: str, shape=(3, 4), hidden=(16,), latent: int = 3):
     torch.manual_seed(0)
-    m = build_model(ModelConfig(latent_dim=3, hidden=[16], likelihood=likelihood,
-                                data_shape=list(shape), gamma_init=0.3))
+    m = build_model(_config(likelihood, shape, hidden, latent))
     if likelihood == "gaussian-diag":
         torch.nn.init.normal_(m.likelihood.log_var, std=0.5)
     return m
@@ -30,46 +38,33 @@ def _data(likelihood: str, n: int = 9, shape=(3, 4)) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
-def test_fused_elbo_loss_matches_elbo_and_its_gradients(likelihood):
-    model, x = _model(likelihood), _data(likelihood)
-    params = list(model.parameters())
-    torch.manual_seed(7)
-    fast = elbo_loss(model, x, beta=0.6)
-    g_fast = torch.autograd.grad(fast, params)
-    torch.manual_seed(7)  # the same noise eps
-    plain = -elbo(model, x, beta=0.6).value.mean()
-    g_plain = torch.autograd.grad(plain, params)
-    assert fast.item() == pytest.approx(plain.item(), rel=1e-6)
-    for a, b in zip(g_fast, g_plain, strict=True):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("likelihood", LIKELIHOODS)
-def test_log_prob_sum_and_pairwise_match_the_distribution(likelihood):
+def test_log_prob_and_pairwise_match_the_distribution(likelihood):
     model, x = _model(likelihood), _data(likelihood)
     lik = model.likelihood
     z = torch.randn(5, 3)
-    params = lik.decoder(z)  # (5, 3, 4)
-    direct = lik(z).log_prob(x[:5])  # (5,)
-    assert lik.log_prob_sum(params, x[:5]).item() == pytest.approx(direct.sum().item(), rel=1e-6)
+    params = lik.params(z)  # (5, 3, 4)
+    direct = lik(z).log_prob(x[:5])  # (5,) torch.distributions
+    torch.testing.assert_close(lik.log_prob_params(params, x[:5]), direct, rtol=1e-6, atol=1e-4)
     pair = lik.pairwise_log_prob(params, x)  # (9, 5)
     brute = lik(z.unsqueeze(0)).log_prob(x.unsqueeze(1))  # broadcast (9, 5)
     assert pair.shape == (9, 5)
     assert torch.allclose(pair, brute.double(), rtol=1e-6, atol=1e-4)
 
 
-def test_trainer_loss_uses_the_fast_path_only_where_it_is_exact():
+def test_trainer_loss_is_the_registered_objective():
     model, x = _model("bernoulli"), _data("bernoulli")
-    cfg = RunConfig(train=TrainConfig(kl="mc", beta=0.5))
+    cfg = RunConfig(train=TrainConfig(objective={"name": "elbo", "kl": "mc"}, beta=0.5))
     torch.manual_seed(3)
-    mc = loss_fn(model, x, cfg)
+    mc = loss_fn(model, Batch(x), cfg)
     torch.manual_seed(3)
     assert mc.item() == pytest.approx(-elbo(model, x, 0.5, kl="mc").value.mean().item())
-    cfg.train.kl = "analytic"
+    cfg = RunConfig(train=TrainConfig(objective={"name": "iwae", "k": 4}))
     torch.manual_seed(3)
-    fast = loss_fn(model, x, cfg)
+    iw = loss_fn(model, Batch(x), cfg)
+    from vaekit.objectives import iwae_bound
+
     torch.manual_seed(3)
-    assert fast.item() == pytest.approx(-elbo(model, x, 0.5).value.mean().item(), rel=1e-6)
+    assert iw.item() == pytest.approx(-iwae_bound(model, x, 4).mean().item())
 
 
 def test_fused_adam_matches_foreach_adam():
@@ -89,8 +84,6 @@ def test_fused_adam_matches_foreach_adam():
 
 
 def test_direct_adam_step_is_bitwise_opt_step():
-    from vaekit.train.optim import AdamStep
-
     ref, fast = _model("gaussian-gamma"), _model("gaussian-gamma")
     x = _data("gaussian-gamma")
     opt_ref, opt = make_optimizer(ref, 1e-2), make_optimizer(fast, 1e-2)
@@ -116,8 +109,6 @@ def test_direct_adam_step_is_bitwise_opt_step():
 
 
 def test_direct_adam_step_falls_back_where_it_would_differ():
-    from vaekit.train.optim import AdamStep
-
     model = _model("gaussian")
     assert not AdamStep(torch.optim.Adam(model.parameters(), amsgrad=True, fused=True)).direct
     assert not AdamStep(torch.optim.SGD(model.parameters(), lr=0.1)).direct
@@ -154,52 +145,47 @@ def test_chunked_log_px_equals_unchunked():
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
 def test_hand_written_gradients_match_autograd(likelihood):
-    from vaekit.train.fused import FusedELBO
-
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(latent_dim=3, hidden=[16, 8], likelihood=likelihood,
-                                    data_shape=[3, 4], gamma_init=0.3))
-    if likelihood == "gaussian-diag":
-        torch.nn.init.normal_(model.likelihood.log_var, std=0.5)
+    model = _model(likelihood, hidden=(16, 8))
     x = _data(likelihood)
     torch.manual_seed(5)
     ref = elbo_loss(model, x, beta=0.7)
     ref.backward()
     want = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
-    torch.manual_seed(5)
-    fused = FusedELBO(model)
+    fast = FastELBO(model)
     for _ in range(2):  # 2nd call: gradients written into the existing buffers, not added
         torch.manual_seed(5)
-        got = fused(x, beta=0.7)
+        got = fast(Batch(x), beta=0.7)
         assert got.item() == pytest.approx(ref.item(), rel=1e-6)
         for name, p in model.named_parameters():
             assert p.grad is not None, name
             assert torch.allclose(p.grad, want[name], rtol=1e-5, atol=1e-6), name
 
 
-def test_fused_path_is_used_only_where_exact(tmp_path):
-    from vaekit.train.fused import supports
-    from vaekit.train.trainer import use_fused
-
-    relu = build_model(ModelConfig(latent_dim=2, hidden=[8], data_shape=[5]))
-    tanh = build_model(ModelConfig(latent_dim=2, hidden=[8], data_shape=[5], activation="tanh"))
-    assert supports(relu) and not supports(tanh)
+def test_fast_path_applies_only_where_exact():
+    relu = _model("bernoulli", shape=(5,), latent=2, hidden=(8,))
     cfg = RunConfig()
-    assert use_fused(relu, cfg) and not use_fused(tanh, cfg)
-    for change in ({"kl": "mc"}, {"objective": "iwae"}, {"compile": True}, {"fused": False}):
-        other = RunConfig(train=TrainConfig(**change))
-        assert not use_fused(relu, other), change
-    assert use_fused(relu, RunConfig(train=TrainConfig(precision="bf16")))  # bf16 matmuls
+    assert applies(relu, cfg) is None
+    tanh = build_model(ModelConfig(latent_dim=2, arch={"name": "mlp", "hidden": [8],
+                                                       "activation": "tanh"}, data_shape=[5]))
+    assert applies(tanh, cfg) is None  # every type is covered: the networks are checked next
+    from vaekit.train.fast import fast_elbo
+
+    assert fast_elbo(relu, cfg)[1] == "on"
+    assert fast_elbo(tanh, cfg)[1].startswith("off (the encoder or decoder is not")
+    refusals = {"mc": {"objective": {"name": "elbo", "kl": "mc"}},
+                "iwae": {"objective": "iwae"}, "compile": {"compile": True},
+                "--no-fused": {"fused": False}}
+    for fragment, change in refusals.items():
+        reason = applies(relu, RunConfig(train=TrainConfig(**change)))
+        assert reason is not None and fragment in reason, (change, reason)
+    assert "world size 2" in applies(relu, cfg, world_size=2)
+    assert applies(relu, RunConfig(train=TrainConfig(precision="bf16"))) is None  # bf16 matmuls
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
 def test_bf16_hand_written_gradients_match_autocast(likelihood):
-    from vaekit.train.fused import FusedELBO
-
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(latent_dim=4, hidden=[64, 32], likelihood=likelihood,
-                                    data_shape=[48], gamma_init=0.3))
+    model = _model(likelihood, shape=(48,), hidden=(64, 32), latent=4)
     x = _data(likelihood, n=64, shape=(48,))
     torch.manual_seed(5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -208,7 +194,7 @@ def test_bf16_hand_written_gradients_match_autocast(likelihood):
     want = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     torch.manual_seed(5)
-    got = FusedELBO(model, torch.bfloat16)(x, beta=0.7)
+    got = FastELBO(model, torch.bfloat16)(Batch(x), beta=0.7)
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(ref.item(), rel=1e-2)
     for name, p in model.named_parameters():
@@ -223,11 +209,12 @@ def test_training_with_and_without_the_fused_path_agrees(tmp_path):
 
     def run(fused: bool):
         cfg = RunConfig(data=DataConfig(name="digits", limit=300),
-                        model=ModelConfig(latent_dim=4, hidden=[32]),
+                        model=ModelConfig(latent_dim=4, arch={"name": "mlp", "hidden": [32]}),
                         train=TrainConfig(epochs=2, batch_size=32, fused=fused, device="cpu"))
         return train(cfg, tmp_path / str(fused), progress=False)
 
     a, b = run(True), run(False)
+    assert a.fast_path == "on" and b.fast_path == "off (turned off (--no-fused))"
     assert a.history[-1]["val_elbo"] == pytest.approx(b.history[-1]["val_elbo"], abs=1e-3)
     for (name, p), q in zip(a.model.named_parameters(), b.model.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-4), name

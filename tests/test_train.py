@@ -9,10 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import vaekit.train.trainer as trainer_mod
+import vaekit.train.callbacks as callbacks_mod
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaekit.train import load_model, load_run_config, train
-from vaekit.train.fused import FusedELBO
+from vaekit.train import Callback, load_model, load_run_config, train
 
 RING = ["--data", "ring:n=300", "--hidden", "16", "--latent-dim", "2", "--batch-size", "32",
         "--likelihood", "gaussian-gamma", "--device", "cpu", "--no-progress"]
@@ -23,7 +22,8 @@ STEPS_PER_EPOCH = 9  # ring:n=300 -> 270 training examples (10% validation), bat
 
 def ring_cfg(epochs: int = 2, **train) -> RunConfig:
     return RunConfig(DataConfig(name="ring:n=300"),
-                     ModelConfig(latent_dim=2, hidden=[16], likelihood="gaussian-gamma"),
+                     ModelConfig(latent_dim=2, arch={"name": "mlp", "hidden": [16]},
+                                 likelihood="gaussian-gamma"),
                      TrainConfig(epochs=epochs, batch_size=32, device="cpu", **train))
 
 
@@ -102,27 +102,26 @@ def test_resume_then_two_more_epochs_is_bitwise_identical(tmp_path):
     assert_same_weights(tmp_path / "A", tmp_path / "B")
 
 
-def interrupt_after(monkeypatch, n_steps: int) -> None:
-    """Raise KeyboardInterrupt when the loss of step n_steps + 1 is about to be computed
-    (on the autograd path and on the hand-written gradient path alike)."""
-    calls = {"n": 0}
-    real_loss, real_fused = trainer_mod.loss_fn, FusedELBO.__call__
+class Interrupt(Callback):
+    """Raise KeyboardInterrupt once step ``n_steps`` and its callbacks are done (the next
+    step's loss is never computed), as a Ctrl-C there would."""
 
-    def count() -> None:
-        calls["n"] += 1
-        if calls["n"] > n_steps:
+    def __init__(self, n_steps: int) -> None:
+        self.n_steps = n_steps
+
+    def on_step_end(self, run, loss) -> None:
+        if run.state.step >= self.n_steps:
             raise KeyboardInterrupt
 
-    def loss_fn(model, x, cfg):
-        count()
-        return real_loss(model, x, cfg)
 
-    def fused(self, x, beta=1.0):
-        count()
-        return real_fused(self, x, beta)
+def interrupt_after(monkeypatch, n_steps: int) -> None:
+    """Every training run started from now on (train(), the CLI) stops after n_steps."""
+    standard = callbacks_mod.standard_callbacks
 
-    monkeypatch.setattr(trainer_mod, "loss_fn", loss_fn)
-    monkeypatch.setattr(FusedELBO, "__call__", fused)
+    def with_interrupt(*args, **kwargs):
+        return [*standard(*args, **kwargs), Interrupt(n_steps)]
+
+    monkeypatch.setattr(callbacks_mod, "standard_callbacks", with_interrupt)
 
 
 def test_mid_epoch_resume_is_bitwise_identical(tmp_path, monkeypatch):
@@ -148,7 +147,7 @@ def test_cli_interrupt_exits_130_and_resumes(tmp_path, cli, monkeypatch):
     res = cli("train", *RING, "--epochs", "2", "--out", tmp_path / "B")
     monkeypatch.undo()
     assert res.code == 130
-    assert "--resume" in res.err.splitlines()[-1]
+    assert f"--resume {tmp_path / 'B'}" in res.err.splitlines()[-1]
     assert len(history(tmp_path / "B")) == 1
     assert cli("train", "--resume", tmp_path / "B", "--no-progress").code == 0
     assert_same_weights(tmp_path / "A", tmp_path / "B")
@@ -179,8 +178,10 @@ def weights_from(ckpt) -> dict[str, torch.Tensor]:
     return load_file(str(ckpt / "model.safetensors"))
 
 
-def test_iwae_objective_and_mc_kl_train(tmp_path):
-    res = train(ring_cfg(1, objective="iwae", iwae_k=3, kl="mc"), tmp_path / "A", progress=False)
+@pytest.mark.parametrize("objective", [{"name": "iwae", "k": 3}, {"name": "elbo", "kl": "mc"}])
+def test_iwae_objective_and_mc_kl_train(tmp_path, objective):
+    res = train(ring_cfg(1, objective=objective), tmp_path / "A", progress=False)
+    assert res.fast_path.startswith("off (objective")
     row = res.history[0]
     assert torch.isfinite(torch.tensor(row["train_loss"])) and row["train_loss"] > 0
     assert row["val_elbo"] < 0 and row["val_kl"] >= 0
@@ -204,7 +205,7 @@ def test_lr_warmup_with_progress_bar(tmp_path):
 
 
 def test_on_epoch_hook_and_cosine_without_total_steps(tmp_path):
-    from vaekit.train.trainer import lr_at
+    from vaekit.train.step import lr_at
 
     seen = []
     res = train(ring_cfg(2), tmp_path / "A", progress=False,

@@ -4,4 +4,4 @@ Data -> model (encoder q(z|x) + likelihood p(x|z) + prior p(z)) -> objective (EL
 -> trainer -> evaluation (log p(x) estimators, metrics) -> figures / CLI.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,49 +17,73 @@ from vaekit.runtime import configure_cpu_runtime
 configure_cpu_runtime()  # before anything imports torch
 
 from vaekit import __version__  # noqa: E402
-from vaekit.config import (  # noqa: E402
-    LIKELIHOODS,
-    PRESETS,
-    TRANSFORMS,
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-)
-from vaekit.errors import CheckpointError, ConfigError, VaekitError  # noqa: E402
+from vaekit.errors import ConfigError, VaekitError  # noqa: E402
 
-# flag -> (config section, key, type, help); defaults are read from the dataclasses
-TRAIN_FLAGS: list[tuple[str, str, str, Any, str]] = [
-    ("--data", "data", "name", str, "dataset name (see `vaekit data list`) or a directory/file"),
-    ("--transform", "data", "transform", str, f"input transform: {' | '.join(TRANSFORMS)}"),
-    ("--val-fraction", "data", "val_fraction", float, "fraction of training data for validation"),
-    ("--limit", "data", "limit", int, "use only the first N training examples (0 = all)"),
-    ("--latent-dim", "model", "latent_dim", int, "latent size L"),
-    ("--hidden", "model", "hidden", int, "hidden widths of the MLPs, e.g. --hidden 512 256"),
-    ("--activation", "model", "activation", str,
+# flag -> (dotted config path, type, help); defaults are read from the config dataclasses and
+# the registries. Component options (e.g. model.likelihood.sigma) apply to the components
+# that have them; giving one to a component without it is an error that names both.
+TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--data", "data.name", str, "dataset name (see `vaekit data list`) or a directory/file"),
+    ("--transform", "data.transform", str, "input transform: auto | none | scale | binarize | "
+     "dequantize (auto: what the likelihood needs)"),
+    ("--val-fraction", "data.val_fraction", float, "fraction of training data for validation"),
+    ("--limit", "data.limit", int, "use only the first N training examples (0 = all)"),
+    ("--latent-dim", "model.latent_dim", int, "latent size L"),
+    ("--arch", "model.arch.name", str, "network architecture: {networks}"),
+    ("--hidden", "model.arch.hidden", int, "hidden widths of the MLPs, e.g. --hidden 512 256"),
+    ("--activation", "model.arch.activation", str,
      "activation: relu, elu, gelu, tanh, silu, softplus"),
-    ("--likelihood", "model", "likelihood", str, f"p(x|z): {' | '.join(LIKELIHOODS)}"),
-    ("--sigma", "model", "sigma", float, "std of the fixed Gaussian likelihood"),
-    ("--gamma-init", "model", "gamma_init", float, "initial learned variance (gamma)"),
-    ("--epochs", "train", "epochs", int, "training epochs"),
-    ("--batch-size", "train", "batch_size", int, "mini-batch size"),
-    ("--lr", "train", "lr", float, "Adam learning rate (peak, with a schedule)"),
-    ("--lr-schedule", "train", "lr_schedule", str, "constant | cosine (decays to 0)"),
-    ("--warmup-steps", "train", "warmup_steps", int, "linear learning-rate warm-up steps"),
-    ("--beta", "train", "beta", float, "KL weight (1 = ELBO)"),
-    ("--objective", "train", "objective", str, "elbo | iwae"),
-    ("--iwae-k", "train", "iwae_k", int, "samples per example for --objective iwae"),
-    ("--kl", "train", "kl", str, "KL estimator: analytic | mc"),
-    ("--seed", "train", "seed", int, "random seed (init, data order, noise)"),
-    ("--device", "train", "device", str, "auto | cpu | cuda | cuda:N"),
-    ("--grad-clip", "train", "grad_clip", float, "max gradient norm (0 = off)"),
-    ("--precision", "train", "precision", str, "fp32 | bf16 (matmuls in bfloat16)"),
+    ("--likelihood", "model.likelihood.name", str, "p(x|z): {likelihoods}"),
+    ("--sigma", "model.likelihood.sigma", float, "std of the fixed Gaussian likelihood"),
+    ("--gamma-init", "model.likelihood.gamma_init", float, "initial learned variance (gamma)"),
+    ("--prior", "model.prior.name", str, "p(z): {priors}"),
+    ("--epochs", "train.epochs", int, "training epochs"),
+    ("--batch-size", "train.batch_size", int, "mini-batch size"),
+    ("--lr", "train.lr", float, "Adam learning rate (peak, with a schedule)"),
+    ("--lr-schedule", "train.lr_schedule", str, "constant | cosine (decays to 0)"),
+    ("--warmup-steps", "train.warmup_steps", int, "linear learning-rate warm-up steps"),
+    ("--beta", "train.beta", float, "KL weight (1 = ELBO)"),
+    ("--objective", "train.objective.name", str, "training objective: {objectives}"),
+    ("--iwae-k", "train.objective.k", int, "samples per example for --objective iwae"),
+    ("--kl", "train.objective.kl", str, "KL estimator of --objective elbo: analytic | mc"),
+    ("--seed", "train.seed", int, "random seed (init, data order, noise)"),
+    ("--device", "train.device", str, "auto | cpu | cuda | cuda:N"),
+    ("--grad-clip", "train.grad_clip", float, "max gradient norm (0 = off)"),
+    ("--precision", "train.precision", str, "fp32 | bf16 (matmuls in bfloat16)"),
 ]
-SECTIONS = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig()}
-RESUMABLE = {"epochs", "compile", "fused"}  # may change on --resume; recorded in config.json
+
+
+def _flag_default(path: str) -> Any:
+    """The default of a dotted config path; a component option's default from the first
+    registered component that has it."""
+    import dataclasses
+
+    from vaekit.config import RunConfig
+
+    *parents, key = path.split(".")
+    owner: Any = RunConfig()
+    for part in parents:
+        owner = getattr(owner, part)
+    if hasattr(owner, key):
+        return getattr(owner, key)
+    section = _flag_default(".".join(parents[:-1]))
+    registry = next(f.metadata["registry"] for f in dataclasses.fields(section)
+                    if f.name == parents[-1])
+    return next(getattr(registry.options(n), key) for n in registry.names()
+                if hasattr(registry.options(n), key))
+
+
+def _registry_names() -> dict[str, str]:
+    from vaekit.registry import LIKELIHOODS, NETWORKS, OBJECTIVES, PRIORS
+
+    return {key: " | ".join(reg.names()) for key, reg in (
+        ("networks", NETWORKS), ("likelihoods", LIKELIHOODS), ("priors", PRIORS),
+        ("objectives", OBJECTIVES))}
 
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from vaekit.config import PRESETS
+
     p = sub.add_parser("train", help="train a VAE", formatter_class=argparse.RawTextHelpFormatter,
                        description="Train a VAE. Precedence: defaults < --preset < --config file < "
                        "flags.")
@@ -68,14 +91,17 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="start from named settings (fast: Adam 6e-3 with 500 warm-up steps"
                         "\nand cosine decay, 5 epochs; see README 'Speed')")
-    for flag, section, key, kind, text in TRAIN_FLAGS:
-        default = getattr(SECTIONS[section], key)
-        p.add_argument(flag, type=kind, nargs="+" if key == "hidden" else None, default=None,
-                       help=f"{text} (default: {default})")
+    names = _registry_names()
+    for flag, path, kind, text in TRAIN_FLAGS:
+        p.add_argument(flag, type=kind, nargs="+" if flag == "--hidden" else None, default=None,
+                       help=f"{text.format(**names)} (default: {_flag_default(path)})")
+    p.add_argument("--conditional", action="store_const", const=True, default=None,
+                   help="condition encoder and decoder on the data's labels (default: off)")
     p.add_argument("--compile", action="store_const", const=True, default=None,
                    help="torch.compile the loss, forward and backward (default: off)")
     p.add_argument("--no-fused", action="store_true",
-                   help="train through autograd instead of the hand-written ELBO gradients")
+                   help="train through autograd even where the fast path (hand-written ELBO "
+                        "gradients) applies")
     p.add_argument("--out", type=Path, help="new run directory (default: runs/<data>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run saved in RUN_DIR exactly where it stopped")
@@ -110,6 +136,9 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
     p.add_argument("--seed", type=int, default=0, help="(default: 0)")
     p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of its mean")
+    p.add_argument("--label", type=int, default=None,
+                   help="class to generate, for a conditional model (default: every class "
+                        "in turn)")
     p.add_argument("--out", type=Path, help="PNG path (default: RUN/samples.png; + .npy)")
     p.set_defaults(func=cmd_sample)
     p = sub.add_parser("reconstruct", help="test examples and their reconstructions")
@@ -138,91 +167,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for flag, section, key, _, _ in TRAIN_FLAGS:
-        value = getattr(args, flag[2:].replace("-", "_"))
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, nested like a config file: ``{"model": {"likelihood": {...}}}``."""
+    out: dict[str, Any] = {}
+    given = [(path, getattr(args, flag[2:].replace("-", "_"))) for flag, path, _, _ in TRAIN_FLAGS]
+    given += [("model.conditional", args.conditional), ("train.compile", args.compile),
+              ("train.fused", False if args.no_fused else None)]
+    for path, value in given:
         if value is not None:
-            out.setdefault(section, {})[key] = value
-    if args.compile:
-        out.setdefault("train", {})["compile"] = True
-    if args.no_fused:
-        out.setdefault("train", {})["fused"] = False
+            *parents, key = path.split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[key] = value
     return out
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Section-wise update of ``base`` by ``over`` (non-mapping values are kept as they are,
-    for ``RunConfig.from_dict`` to report)."""
-    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for section, values in over.items():
-        if isinstance(values, dict) and isinstance(merged.get(section), dict):
-            merged[section].update(values)
-        else:
-            merged[section] = dict(values) if isinstance(values, dict) else values
-    return merged
-
-
 def cmd_train(args: argparse.Namespace) -> None:
-    from vaekit.config import load_config_file
-    from vaekit.train import load_run_config, train
-    from vaekit.train.trainer import epoch_line
+    from vaekit.run import configure, default_run_dir, resume_config
+    from vaekit.train import train
 
     flags = _flag_overrides(args)
     if args.checkpoint_every < 0:
         raise ConfigError("--checkpoint-every must be >= 0", "pass 0 to checkpoint per epoch only")
     if args.resume:
-        cfg = load_run_config(args.resume)
-        _check_resume_flags(cfg, flags, args)
+        cfg = resume_config(args.resume, flags, preset=args.preset, config_file=args.config,
+                            out=args.out)
         run_dir = args.resume
     else:
-        base = PRESETS[args.preset] if args.preset else {}
-        file_cfg = load_config_file(args.config) if args.config else {}
-        cfg = RunConfig.from_dict(_merge(_merge(base, file_cfg), flags)).validate()
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = args.out or Path("runs") / f"{Path(cfg.data.name).name}-{stamp}"
-    result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress,
-                   checkpoint_every=args.checkpoint_every,
-                   on_epoch=(lambda row, _m: print(epoch_line(row, cfg.train.epochs)))
-                   if args.no_progress else None)
-    last = result.history[-1] if result.history else {}
-    print(f"protocol: {result.data.protocol}")
+        cfg = configure(flags, args.preset, args.config)
+        run_dir = args.out or default_run_dir(cfg)
+    args.interrupted = f"interrupted; resume training with `vaekit train --resume {run_dir}`"
+    run = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress,
+                echo=True, checkpoint_every=args.checkpoint_every)
+    last = run.history[-1] if run.history else {}
+    print(f"protocol: {run.data.protocol}")
     if "val_elbo" in last:
         print(f"final validation ELBO: {last['val_elbo']:.3f} nats/example (one-sample estimator)")
-    print(f"run directory: {run_dir}  (config.json, checkpoint/, metrics.jsonl, metrics.csv)")
-
-
-def _check_resume_flags(cfg: RunConfig, flags: dict[str, dict[str, Any]],
-                        args: argparse.Namespace) -> None:
-    """On --resume only the RESUMABLE settings may change; the rest must match the checkpoint."""
-    if args.config or args.out or args.preset:
-        raise CheckpointError("--resume continues a saved run and takes no --config, --preset "
-                              "or --out",
-                              "drop them, or start a new run without --resume")
-    for section, values in flags.items():
-        for key, value in values.items():
-            saved = getattr(getattr(cfg, section), key)
-            if key in RESUMABLE:
-                setattr(getattr(cfg, section), key, value)
-            elif value != saved:
-                raise CheckpointError(f"--{key.replace('_', '-')} {value} does not match the "
-                                      f"checkpoint in {args.resume} (saved: {saved})",
-                                      "drop the flag to resume, or start a new run with --out")
-    cfg.validate()
-
-
-def _load(run: Path, device: str = "auto"):
-    from vaekit.data.pipeline import prepare_data
-    from vaekit.train import load_model, resolve_device
-
-    dev = resolve_device(device)
-    model, cfg = load_model(run, dev)
-    data = prepare_data(cfg.data, cfg.model.likelihood, cfg.train.seed)
-    if list(data.shape) != list(cfg.model.data_shape):
-        raise CheckpointError(f"data {cfg.data.name} has shape {data.shape}, the model "
-                              f"expects {tuple(cfg.model.data_shape)}",
-                              "use the data the run was trained on")
-    return model, cfg, data.to(dev)
+    print(f"run directory: {run_dir}  (config.json, checkpoint/, metrics.jsonl, metrics.csv, "
+          "train.log)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -235,14 +218,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0", "pass 0 to turn it off")
     if args.memory_mb <= 0:
         raise ConfigError("--memory-mb must be positive", "pass e.g. --memory-mb 1024")
+    from vaekit.run import open_run
+
     _check_output(args.json, (".json",))
-    model, cfg, data = _load(args.run, args.device)
+    model, cfg, data = open_run(args.run, args.device)
     opts = EvalOptions(split=args.split, k=args.k, loglik=args.loglik, naive=args.naive,
                        kde=args.kde, kde_max_train=args.kde_max_train,
                        diagnostics=args.diagnostics, memory_mb=args.memory_mb, seed=args.seed,
                        batch_size=cfg.train.eval_batch_size)
     res = run_evaluation(model, data, opts)
-    res["likelihood"] = cfg.model.likelihood
+    res["likelihood"] = cfg.model.likelihood.name
     path = args.json or args.run / f"eval-{args.split}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
     print(format_full_report(res))
@@ -257,6 +242,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
+    from vaekit.run import reference_data
     from vaekit.train import load_model
     from vaekit.viz import save_figure_for
 
@@ -264,13 +250,36 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise ConfigError(f"-n must be positive, got {args.n}", "pass e.g. -n 64")
     _check_output(args.out, IMAGE_SUFFIXES)
     model, cfg = load_model(args.run, "cpu")  # the checkpoint alone is enough
-    x = model.sample(args.n, mean=not args.draw, generator=torch.Generator().manual_seed(args.seed))
+    y = _sample_labels(model, cfg, args)
+    x = model.sample(args.n, mean=not args.draw, generator=torch.Generator().manual_seed(args.seed),
+                     y=y)
     out = args.out or args.run / "samples.png"
-    save_figure_for(x, out, reference=None if x.dim() >= 3 else _reference(cfg),
+    save_figure_for(x, out, reference=None if x.dim() >= 3 else reference_data(cfg),
                     title="samples from the model")
     np.save(out.with_suffix(".npy"), x.numpy())
-    print(f"{args.n} samples ({'draws' if args.draw else 'means'} of p(x|z), z ~ N(0, I)) "
-          f"written to {out} and {out.with_suffix('.npy')}")
+    given = "" if y is None else (f", y = {args.label}" if args.label is not None
+                                  else ", y = every class in turn")
+    what = f"{'draws' if args.draw else 'means'} of p(x|z{'' if y is None else ', y'})"
+    print(f"{args.n} samples ({what}, z ~ p(z){given}) written to {out} and "
+          f"{out.with_suffix('.npy')}")
+
+
+def _sample_labels(model: Any, cfg: Any, args: argparse.Namespace) -> Any:
+    """The labels to condition samples on: --label, or every class in turn; None if the
+    model is unconditional (where --label is an error)."""
+    import torch
+
+    classes = cfg.model.num_classes
+    if not model.conditional:
+        if args.label is not None:
+            raise ConfigError("--label needs a conditional model", "train with --conditional")
+        return None
+    if args.label is not None and not 0 <= args.label < classes:
+        raise ConfigError(f"--label {args.label} is not a class of this model",
+                          f"pass a label in 0..{classes - 1}")
+    if args.label is not None:
+        return torch.full((args.n,), args.label, dtype=torch.long)
+    return torch.arange(args.n) % classes
 
 
 def _check_output(path: Path | None, suffixes: tuple[str, ...]) -> None:
@@ -288,16 +297,6 @@ def _check_output(path: Path | None, suffixes: tuple[str, ...]) -> None:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
-def _reference(cfg: RunConfig):
-    """Test data to draw under a scatter of samples, when the dataset is at hand."""
-    from vaekit.data.pipeline import prepare_data
-
-    try:
-        return prepare_data(cfg.data, cfg.model.likelihood, cfg.train.seed).test[:2000]
-    except VaekitError:
-        return None
-
-
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     import torch
 
@@ -305,10 +304,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
     if args.n <= 0:
         raise ConfigError(f"-n must be positive, got {args.n}", "pass e.g. -n 32")
+    from vaekit.run import open_run
+
     _check_output(args.out, IMAGE_SUFFIXES)
-    model, _cfg, data = _load(args.run, "cpu")
-    x = data.test[: args.n]
-    rec = model.reconstruct(x)
+    model, _cfg, data = open_run(args.run, "cpu")
+    batch = data.test[: args.n]
+    x, rec = batch.x, model.reconstruct(batch.x, batch.y)
     out = args.out or args.run / "reconstructions.png"
     if x.dim() >= 3:  # rows alternate: originals, reconstructions
         cols = min(8, len(x))
@@ -338,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted; resume training with `vaekit train --resume RUN_DIR`", file=sys.stderr)
+        print(getattr(args, "interrupted", f"interrupted: vaekit {args.command} stopped"),
+              file=sys.stderr)
         return 130
     return 0
 

@@ -1,24 +1,39 @@
 """Typed configuration, saved beside every checkpoint and read back from it.
 
-Precedence when a run is configured from the CLI: dataclass defaults < preset
-(``PRESETS``) < config file (YAML or TOML) < explicit flags. ``RunConfig.to_dict()`` is
-what ``config.json`` holds.
+``RunConfig`` nests ``DataConfig``, ``ModelConfig`` and ``TrainConfig``. Components (the
+network, likelihood, prior, model kind and objective) are the options dataclasses of their
+registries (:mod:`vaekit.registry`), written as ``{name: ..., option: value}`` or just a
+name::
+
+    model:
+      latent_dim: 16
+      arch: {name: mlp, hidden: [400], activation: relu}
+      likelihood: {name: gaussian-gamma, gamma_init: 0.5}
+      prior: standard-normal
+
+:func:`parse` checks every key and value type against the dataclasses' type hints (and the
+registries for component names), naming the offending key. Precedence when a run is
+configured from the CLI (:mod:`vaekit.run`): defaults < preset (``PRESETS``) < config
+file (YAML or TOML) < explicit flags. ``RunConfig.to_dict()`` is what ``config.json`` holds.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vaekit import __version__
+from vaekit.data.transforms import TRANSFORMS as _TRANSFORMS
 from vaekit.errors import ConfigError
+from vaekit.registry import LIKELIHOODS, MODELS, NETWORKS, OBJECTIVES, PRIORS, Options, component
 
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-gamma", "gaussian-diag")
-ACTIVATIONS = ("relu", "elu", "gelu", "tanh", "silu", "softplus")  # vaekit.nn.mlp
-TRANSFORMS = ("auto", "none", "scale", "binarize", "dequantize")
+TRANSFORMS = ("auto", *_TRANSFORMS)  # auto: the likelihood's own default
 
 # Named settings that a run starts from (CLI: --preset NAME; Python:
 # RunConfig.from_dict(PRESETS[NAME])). "fast": time to quality, tuned on the classic
@@ -30,9 +45,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def _check(ok: bool, problem: str, fix: str) -> None:
+    if not ok:
+        raise ConfigError(problem, fix)
+
+
 @dataclass
 class DataConfig:
-    """Which data, and how pixels become model inputs."""
+    """Which data, and how stored values become model inputs."""
 
     name: str = "fashion-mnist"  # dataset name, or a directory / file path
     transform: str = "auto"  # auto | none | scale | binarize | dequantize
@@ -41,45 +61,43 @@ class DataConfig:
     limit: int = 0  # use only the first N training examples (0 = all); for quick runs
 
     def validate(self) -> None:
-        if self.transform not in TRANSFORMS:
-            raise ConfigError(f"unknown transform {self.transform!r}",
-                              f"use one of {', '.join(TRANSFORMS)}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}",
-                              "pass e.g. --val-fraction 0.1")
-        if self.limit < 0:
-            raise ConfigError(f"limit must be >= 0, got {self.limit}", "pass --limit 0 for all")
+        _check(self.transform in TRANSFORMS, f"unknown transform {self.transform!r}",
+               f"use one of {', '.join(TRANSFORMS)}")
+        _check(0.0 <= self.val_fraction < 1.0,
+               f"val_fraction must be in [0, 1), got {self.val_fraction}",
+               "pass e.g. --val-fraction 0.1")
+        _check(self.limit >= 0, f"limit must be >= 0, got {self.limit}", "pass --limit 0 for all")
 
 
 @dataclass
 class ModelConfig:
-    """Architecture: encoder q(z|x), likelihood p(x|z), prior p(z)."""
+    """Architecture: encoder q(z|x[, y]), likelihood p(x|z[, y]), prior p(z).
 
-    arch: str = "mlp"  # network family (registry in vaekit.models)
+    Component fields accept a name or a dict in Python too, e.g.
+    ``ModelConfig(arch={"name": "mlp", "hidden": [128]}, likelihood="bernoulli")``.
+    """
+
+    kind: Any = component(MODELS, "vae")  # model family
     latent_dim: int = 32
-    hidden: list[int] = field(default_factory=lambda: [512, 256])  # encoder widths; decoder mirrors
-    activation: str = "relu"
-    likelihood: str = "bernoulli"  # bernoulli | gaussian | gaussian-gamma | gaussian-diag
-    sigma: float = 1.0  # std of the fixed Gaussian likelihood (data units)
-    gamma_init: float = 1.0  # initial variance of the learned-gamma / per-dim likelihoods
+    arch: Any = component(NETWORKS, "mlp")  # encoder/decoder networks
+    likelihood: Any = component(LIKELIHOODS, "bernoulli")
+    prior: Any = component(PRIORS, "standard-normal")
+    conditional: bool = False  # condition encoder and decoder on the label y
+    label_dim: int = 16  # width of the learned label embedding of a conditional model
     data_shape: list[int] = field(default_factory=list)  # filled from the data at build time
+    data_levels: int = 0  # quantization levels of the data (256 for 8-bit; 0 = continuous)
+    num_classes: int = 0  # labels 0..num_classes-1, filled from the data when conditional
+
+    def __post_init__(self) -> None:
+        _coerce_components(self, "model")
 
     def validate(self) -> None:
-        if self.latent_dim <= 0:
-            raise ConfigError(f"latent size must be positive, got {self.latent_dim}",
-                              "pass --latent-dim 32 (or any positive integer)")
-        if any(h <= 0 for h in self.hidden):
-            raise ConfigError(f"hidden widths must be positive, got {self.hidden}",
-                              "pass e.g. --hidden 512 256")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {self.activation!r}",
-                              f"use one of {', '.join(ACTIVATIONS)}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"unknown likelihood {self.likelihood!r}",
-                              f"use one of {', '.join(LIKELIHOODS)}")
-        if self.sigma <= 0 or self.gamma_init <= 0:
-            raise ConfigError("sigma and gamma_init must be positive",
-                              "pass e.g. --sigma 0.1")
+        _check(self.latent_dim > 0, f"latent size must be positive, got {self.latent_dim}",
+               "pass --latent-dim 32 (or any positive integer)")
+        _check(self.label_dim > 0, f"label_dim must be positive, got {self.label_dim}",
+               "pass e.g. model.label_dim: 16")
+        for name in ("kind", "arch", "likelihood", "prior"):
+            getattr(self, name).validate()
 
 
 @dataclass
@@ -92,36 +110,33 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine (decay to 0 over all steps)
     warmup_steps: int = 0  # linear learning-rate warm-up from 0
     beta: float = 1.0  # weight of KL(q(z|x) || p(z)); 1 gives the ELBO
-    objective: str = "elbo"  # elbo | iwae
-    iwae_k: int = 5  # samples per example when objective == iwae
-    kl: str = "analytic"  # analytic | mc
+    objective: Any = component(OBJECTIVES, "elbo")  # elbo {kl} | iwae {k}
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     grad_clip: float = 0.0  # max global grad norm (0 = off)
     eval_batch_size: int = 1000
     precision: str = "fp32"  # fp32 | bf16 (matmuls in bf16; weights, loss, grads stay fp32)
     compile: bool = False  # torch.compile the loss (forward and backward)
-    fused: bool = True  # hand-written ELBO gradients for ReLU-MLP VAEs (same math, faster)
+    fused: bool = True  # allow the fast path (hand-written gradients) where it applies
+
+    def __post_init__(self) -> None:
+        _coerce_components(self, "train")
 
     def validate(self) -> None:
-        if self.batch_size <= 0:
-            raise ConfigError(f"batch size must be positive, got {self.batch_size}",
-                              "pass --batch-size 128 (or any positive integer)")
-        if self.epochs < 0:
-            raise ConfigError(f"epochs must be >= 0, got {self.epochs}", "pass --epochs 10")
-        if self.lr <= 0:
-            raise ConfigError(f"learning rate must be positive, got {self.lr}", "pass --lr 1e-3")
-        if self.objective not in ("elbo", "iwae"):
-            raise ConfigError(f"unknown objective {self.objective!r}", "use elbo or iwae")
-        if self.kl not in ("analytic", "mc"):
-            raise ConfigError(f"unknown KL estimator {self.kl!r}", "use analytic or mc")
-        if self.lr_schedule not in ("constant", "cosine") or self.warmup_steps < 0:
-            raise ConfigError(f"bad schedule {self.lr_schedule!r} / warm-up {self.warmup_steps}",
-                              "use --lr-schedule constant|cosine and --warmup-steps >= 0")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"unknown precision {self.precision!r}", "use fp32 or bf16")
-        if self.iwae_k <= 0 or self.eval_batch_size <= 0:
-            raise ConfigError("iwae_k and eval_batch_size must be positive", "pass e.g. 5 / 1000")
+        _check(self.batch_size > 0, f"batch size must be positive, got {self.batch_size}",
+               "pass --batch-size 128 (or any positive integer)")
+        _check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}", "pass --epochs 10")
+        _check(self.lr > 0 and math.isfinite(self.lr),
+               f"learning rate must be positive, got {self.lr}", "pass --lr 1e-3")
+        _check(self.lr_schedule in ("constant", "cosine") and self.warmup_steps >= 0,
+               f"bad schedule {self.lr_schedule!r} / warm-up {self.warmup_steps}",
+               "use --lr-schedule constant|cosine and --warmup-steps >= 0")
+        _check(self.precision in ("fp32", "bf16"), f"unknown precision {self.precision!r}",
+               "use fp32 or bf16")
+        _check(self.eval_batch_size > 0, "eval_batch_size must be positive", "pass e.g. 1000")
+        _check(self.beta >= 0 and math.isfinite(self.beta),
+               f"beta must be a finite number >= 0, got {self.beta}", "pass e.g. --beta 1")
+        self.objective.validate()
 
 
 @dataclass
@@ -137,82 +152,227 @@ class RunConfig:
         self.data.validate()
         self.model.validate()
         self.train.validate()
+        if self.train.objective.name == "iwae" and self.train.beta != 1.0:
+            raise ConfigError("the IWAE bound has no KL term for --beta to weight",
+                              "drop --beta, or use --objective elbo")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-        unknown = set(d) - set(sections) - {"version"}
-        if unknown:
-            raise ConfigError(f"unknown config section(s) {sorted(unknown)}",
-                              f"use only {sorted(sections)}")
-        kwargs: dict[str, Any] = {name: _section(kind, d.get(name, {}), name)
-                                  for name, kind in sections.items()}
-        return cls(**kwargs, version=d.get("version", __version__))
+    def from_dict(cls, d: Any) -> RunConfig:
+        """Parse a nested mapping (a config file, ``config.json``), checking every key."""
+        if isinstance(d, dict) and str(d.get("version", "")).startswith("0.1."):
+            d = _migrate_0_1(d)
+        return parse(cls, d, "config")
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        from vaekit.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as err:
+            d = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ConfigError(f"cannot read config {path}: {err}",
                               "check the file, or point at a run directory vaekit wrote") from None
+        return cls.from_dict(d)
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list[int]": (list,),
-}
+# ---------------------------------------------------------------- the typed parser
 
 
-def _section(kind: type, values: dict[str, Any], name: str) -> Any:
-    """Build one config dataclass from a dict, checking keys and value types."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section {name!r} must be a mapping, got {values!r}",
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+
+
+def _is_union(kind: Any) -> bool:
+    return typing.get_origin(kind) in (typing.Union, types.UnionType)
+
+
+def parse(kind: Any, value: Any, path: str) -> Any:
+    """``value`` (from JSON/YAML/TOML) as an instance of the type ``kind``, recursively.
+
+    Dataclasses come from mappings with no unknown keys; ``list[T]`` from lists; unions
+    (``T | None``) try each member; numbers are not booleans and ints are valid floats.
+    Errors name the dotted ``path`` of the offending key.
+    """
+    if dataclasses.is_dataclass(kind):
+        return _parse_dataclass(kind, value, path)
+    if _is_union(kind):
+        for member in typing.get_args(kind):
+            try:
+                return parse(member, value, path)
+            except ConfigError:
+                continue
+        raise _wrong_type(kind, value, path)
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, list):
+            raise _wrong_type(kind, value, path)
+        (item,) = typing.get_args(kind)
+        return [parse(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return _parse_scalar(kind, value, path)
+
+
+def _parse_scalar(kind: Any, value: Any, path: str) -> Any:
+    if kind is Any:
+        return value
+    if kind is type(None):
+        if value is None:
+            return None
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
+        return value
+    raise _wrong_type(kind, value, path)
+
+
+def _wrong_type(kind: Any, value: Any, path: str) -> ConfigError:
+    name = _type_name(kind)
+    return ConfigError(f"{path} = {value!r} is not of type {name}", f"give {path} a {name} value")
+
+
+def _parse_dataclass(kind: type, value: Any, path: str) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config section {path!r} must be a mapping, got {value!r}",
                           "write e.g. model: {latent_dim: 16}")
-    fields = {f.name: f for f in dataclasses.fields(kind)}
-    unknown = set(values) - set(fields)
+    fields = {f.name: f for f in dataclasses.fields(kind) if f.init}
+    unknown = sorted(set(value) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in config section {name!r}",
-                          f"valid keys: {', '.join(sorted(fields))}")
-    for key, value in values.items():
-        want = str(fields[key].type)
-        ok = _TYPES.get(want, (object,))
-        bad_bool = isinstance(value, bool) and bool not in ok
-        items_ok = not isinstance(value, list) or all(type(v) is int for v in value)
-        if not isinstance(value, ok) or bad_bool or not items_ok:
-            raise ConfigError(f"{name}.{key} = {value!r} is not of type {want}",
-                              f"give {name}.{key} a {want} value")
-    return kind(**values)
+        raise ConfigError(f"unknown key(s) {unknown} in config section {path!r}",
+                          _where_it_belongs(unknown[0], fields.values(), path)
+                          or f"valid keys: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(kind)
+    kwargs = {}
+    for key, v in value.items():
+        registry = fields[key].metadata.get("registry")
+        sub = f"{path}.{key}"
+        kwargs[key] = (parse_component(registry, v, sub, fields[key].default_factory().name)
+                       if registry else parse(hints[key], v, sub))
+    return kind(**kwargs)
+
+
+def _where_it_belongs(key: str, fields: Any, path: str) -> str | None:
+    """A hint when ``key`` is an option of one of the section's components."""
+    for f in fields:
+        registry = f.metadata.get("registry")
+        if registry is None:
+            continue
+        owners = [n for n in registry.names() if hasattr(registry.options(n), key)]
+        if owners:
+            return (f"{key!r} is an option of {path}.{f.name} ({', '.join(owners)}): write "
+                    f"{f.name}: {{name: {owners[0]}, {key}: ...}}")
+    return None
+
+
+def parse_component(registry: Any, value: Any, path: str, default: str) -> Options:
+    """A component's options from a name or ``{name: ..., option: value}`` mapping."""
+    if isinstance(value, Options):
+        return value
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} = {value!r} must be a name or a mapping",
+                          f"write e.g. {path.split('.')[-1]}: {default}")
+    name = value.get("name", default)
+    if not isinstance(name, str):
+        raise _wrong_type(str, name, f"{path}.name")
+    entry = registry.get(name)
+    options = {f.name for f in dataclasses.fields(entry.options)} - {"name"}
+    unknown = sorted(set(value) - options - {"name"})
+    if unknown:
+        raise ConfigError(f"{registry.kind} {name!r} takes no option(s) {unknown} ({path})",
+                          f"its options: {', '.join(sorted(options)) or 'none'}")
+    return _parse_dataclass(entry.options, {**value, "name": name}, path)
+
+
+def _coerce_components(obj: Any, path: str) -> None:
+    """Let Python callers pass a component as a name or a dict (parsed like a config file)."""
+    for f in dataclasses.fields(obj):
+        registry = f.metadata.get("registry")
+        value = getattr(obj, f.name)
+        if registry is not None and not isinstance(value, Options):
+            setattr(obj, f.name, parse_component(registry, value, f"{path}.{f.name}",
+                                                 f.default_factory().name))
+
+
+def _migrate_0_1(d: dict[str, Any]) -> dict[str, Any]:
+    """A ``config.json`` of vaekit 0.1 (flat likelihood/network/objective keys) in 0.2 form."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    model, train = d.get("model", {}), d.get("train", {})
+    if isinstance(model, dict):
+        arch = {"name": model.pop("arch", "mlp")}
+        for key in ("hidden", "activation"):
+            if key in model:
+                arch[key] = model.pop(key)
+        lik = {"name": model.get("likelihood", "bernoulli")}
+        sigma, gamma = model.pop("sigma", None), model.pop("gamma_init", None)
+        if lik["name"] == "gaussian" and sigma is not None:
+            lik["sigma"] = sigma
+        if lik["name"] in ("gaussian-gamma", "gaussian-diag") and gamma is not None:
+            lik["gamma_init"] = gamma
+        model.update(arch=arch, likelihood=lik)
+    if isinstance(train, dict) and isinstance(train.get("objective", "elbo"), str):
+        name = train.get("objective", "elbo")
+        k, kl = train.pop("iwae_k", None), train.pop("kl", None)
+        train["objective"] = {"name": name, **({"k": k} if name == "iwae" and k else {}),
+                              **({"kl": kl} if name == "elbo" and kl else {})}
+    d["version"] = __version__
+    return d
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Section-wise update of ``base`` by ``over``, two levels deep. A component that
+    ``over`` renames (a new ``name``) replaces ``base``'s options for it; non-mapping
+    values are kept as they are, for :func:`parse` to report."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in over.items():
+        old = merged.get(section)
+        if not (isinstance(values, dict) and isinstance(old, dict)):
+            merged[section] = dict(values) if isinstance(values, dict) else values
+            continue
+        for key, value in values.items():
+            merged[section][key] = _merge_value(old.get(key), value)
+    return merged
+
+
+def _as_map(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+def _merge_value(old: Any, new: Any) -> Any:
+    old_map, new_map = _as_map(old), _as_map(new)
+    if not (isinstance(old_map, dict) and isinstance(new_map, dict)):
+        return new
+    if "name" in new_map and new_map["name"] != old_map.get("name"):
+        return dict(new_map)
+    return {**old_map, **new_map}
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a YAML (.yaml/.yml) or TOML (.toml) config file into a nested dict."""
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", "check the --config path")
-    text = path.read_text()
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"config file {path} is neither YAML nor TOML",
+                          "name it *.yaml, *.yml or *.toml")
     try:
+        text = path.read_text()
         if path.suffix == ".toml":
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python 3.10
                 import tomli as tomllib
             data = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
             data = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"config file {path} is neither YAML nor TOML",
-                              "name it *.yaml, *.yml or *.toml")
-    except ConfigError:
-        raise
-    except Exception as err:  # parser errors differ per format
+    except Exception as err:  # parser and decoding errors differ per format
         raise ConfigError(f"cannot parse {path}: {err}".replace("\n", " "),
                           "fix the syntax of the config file") from None
     if not isinstance(data, dict):

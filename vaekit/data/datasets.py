@@ -1,14 +1,20 @@
-"""Named datasets and paths -> in-memory tensors (one tensor per split).
+"""Named datasets and paths -> in-memory tensors (one tensor per split, labels beside).
 
 A name resolves, in order, from ``$VAEKIT_DATA`` (os.pathsep-separated roots), the user
 cache (``$XDG_CACHE_HOME/vaekit`` or ``~/.cache/vaekit``) and ``/usr/share/datasets``.
 Generated sets take options after a colon: ``ring:n=20000,noise=0.05``,
 ``manifold:r=2,d=16,n=20000``.
+
+Labels are read where the data have them: IDX label files beside the images
+(``train-labels-idx1-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``), NPZ arrays ``y_train`` /
+``y_test`` (or ``train_labels`` / ``test_labels``, or ``y`` / ``labels`` beside a single
+``x``), ``train_labels.npy`` / ``test_labels.npy`` in a folder, scikit-learn's digit classes.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +30,27 @@ from vaekit.errors import DataError
 
 @dataclass
 class Dataset:
-    """Raw splits as stored: quantized images (integers, ``levels`` values) or floats."""
+    """Raw splits as stored: quantized images (integers, ``levels`` values) or floats,
+    with integer labels (N,) / (M,) where the data have them."""
 
     name: str
     train: torch.Tensor  # (N, *shape)
     test: torch.Tensor  # (M, *shape)
     levels: int | None  # 256 for 8-bit images; None for continuous data
     source: str  # where it came from, for the record
+    train_y: torch.Tensor | None = None  # (N,) int64 labels
+    test_y: torch.Tensor | None = None  # (M,)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        """1 + the largest label (0 without labels)."""
+        if self.train_y is None or self.test_y is None:
+            return 0
+        return 1 + int(max(self.train_y.max(), self.test_y.max()))
 
     @property
     def is_image(self) -> bool:
@@ -44,6 +60,10 @@ class Dataset:
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte", "train-images.idx3-ubyte"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    "train-labels": ("train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte",
+                     "train-labels.idx1-ubyte"),
+    "test-labels": ("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte",
+                    "t10k-labels.idx1-ubyte"),
 }
 
 
@@ -69,8 +89,13 @@ def load_idx_dir(directory: Path, name: str) -> Dataset:
         raise DataError(f"train {x_train.shape} and test {x_test.shape} images differ in shape",
                         "use matching IDX files")
     levels = 256 if x_train.dtype == np.uint8 else None
+    y_train, y_test = _find_idx(directory, "train-labels"), _find_idx(directory, "test-labels")
+    ys = (None, None)
+    if y_train is not None and y_test is not None:
+        ys = (_labels(read_idx(y_train), len(x_train), y_train),
+              _labels(read_idx(y_test), len(x_test), y_test))
     return Dataset(name, torch.from_numpy(x_train), torch.from_numpy(x_test), levels,
-                   str(directory))
+                   str(directory), *ys)
 
 
 def _named_idx(name: str) -> Callable[[dict[str, str]], Dataset]:
@@ -90,9 +115,12 @@ def _named_idx(name: str) -> Callable[[dict[str, str]], Dataset]:
 def _digits(_opts: dict[str, str]) -> Dataset:
     from sklearn.datasets import load_digits
 
-    x = torch.from_numpy(load_digits().images.astype(np.uint8))  # (1797, 8, 8), values 0..16
-    train, test = _split(x, test_fraction=0.2, seed=0)
-    return Dataset("digits", train, test, 17, "scikit-learn (bundled 8x8 digits)")
+    digits = load_digits()
+    x = torch.from_numpy(digits.images.astype(np.uint8))  # (1797, 8, 8), values 0..16
+    y = torch.from_numpy(digits.target.astype(np.int64))  # (1797,), classes 0..9
+    (train, train_y), (test, test_y) = _split(x, y, test_fraction=0.2, seed=0)
+    return Dataset("digits", train, test, 17, "scikit-learn (bundled 8x8 digits)", train_y,
+                   test_y)
 
 
 def _option(opts: dict[str, str], key: str, kind: type, default: float, name: str,
@@ -146,10 +174,11 @@ class NamedDataset:
 
 
 REGISTRY: dict[str, NamedDataset] = {
-    "fashion-mnist": NamedDataset("Fashion-MNIST 28x28 grey, 60k/10k (IDX)",
+    "fashion-mnist": NamedDataset("Fashion-MNIST 28x28 grey, 60k/10k (IDX), labels 0-9",
                                   _named_idx("fashion-mnist")),
-    "mnist": NamedDataset("MNIST 28x28 grey, 60k/10k (IDX)", _named_idx("mnist")),
-    "digits": NamedDataset("scikit-learn 8x8 digits, 17 grey levels, 1437/360", _digits),
+    "mnist": NamedDataset("MNIST 28x28 grey, 60k/10k (IDX), labels 0-9", _named_idx("mnist")),
+    "digits": NamedDataset("scikit-learn 8x8 digits, 17 grey levels, 1438/359, labels 0-9",
+                           _digits),
     "ring": NamedDataset("ring x=z/10+z/||z|| in R^2 (options n, noise)", _ring, generated=True),
     "manifold": NamedDataset("r-dim manifold in R^d (options r, d, n, noise)", _manifold,
                              generated=True),
@@ -197,46 +226,73 @@ def load_path(path: Path) -> Dataset:
         if _find_idx(path, "train"):
             return load_idx_dir(path, path.name)
         if (path / "train.npy").is_file():
-            train = _array(_load_npy(path / "train.npy"), path / "train.npy")
-            test_file = path / "test.npy"
-            if test_file.is_file():
-                return _from_arrays(path.name, train, _array(_load_npy(test_file), test_file),
-                                    str(path))
-            return _from_arrays(path.name, *_split(train, 0.1, 0), str(path))
+            return _npy_folder(path)
         raise DataError(f"{path} holds no dataset vaekit can read",
                         "put IDX files (train-images-idx3-ubyte.gz, t10k-...) or "
                         "train.npy/test.npy in it")
     if path.suffix == ".npz":
         return _load_npz(path)
     if path.suffix == ".npy":
-        return _from_arrays(path.stem, *_split(_array(_load_npy(path), path), 0.1, 0), str(path))
-    return _from_arrays(path.name, *_split(torch.from_numpy(read_idx(path)), 0.1, 0), str(path))
+        return _from_split(path.stem, _array(_load_npy(path), path), None, str(path))
+    return _from_split(path.name, torch.from_numpy(read_idx(path)), None, str(path))
+
+
+def _npy_folder(path: Path) -> Dataset:
+    """train.npy [+ test.npy], with train_labels.npy / test_labels.npy when present."""
+    def arrays(split: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x_file, y_file = path / f"{split}.npy", path / f"{split}_labels.npy"
+        if not x_file.is_file():
+            return None, None
+        x = _array(_load_npy(x_file), x_file)
+        return x, (_labels(_load_npy(y_file), len(x), y_file) if y_file.is_file() else None)
+
+    (train, train_y), (test, test_y) = arrays("train"), arrays("test")
+    if test is None:
+        return _from_split(path.name, train, train_y, str(path))
+    if (train_y is None) != (test_y is None):
+        train_y = test_y = None  # labels for one split only: not usable as labels
+    return _from_arrays(path.name, train, test, str(path), train_y, test_y)
 
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}", "save it with numpy.save") from None
 
 
+# NPZ layouts: (train key, test key, train labels, test labels), first match wins
+NPZ_KEYS = (("train", "test", ("train_labels", "y_train"), ("test_labels", "y_test")),
+            ("x_train", "x_test", ("y_train",), ("y_test",)),
+            ("x", None, ("y", "labels"), ()))
+
+
 def _load_npz(path: Path) -> Dataset:
+    """Only the members a layout names are read (np.load of an npz is lazy per member)."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError) as err:
+            files = set(f.files)
+            layout = next((k for k in NPZ_KEYS if k[0] in files), None)
+            if layout is None and len(files) == 1:
+                layout = (next(iter(files)), None, (), ())
+            if layout is None:
+                raise DataError(f"{path} has arrays {sorted(files)}, none named train, x_train "
+                                "or x", "save with numpy.savez(path, train=..., test=...)")
+            tr, te, tr_y, te_y = layout
+            train, test = f[tr], (f[te] if te in files else None)
+            train_y, test_y = (next((f[k] for k in keys if k in files), None)
+                               for keys in (tr_y, te_y))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"cannot read {path}: {err}", "save it with numpy.savez") from None
-    for tr, te in (("train", "test"), ("x_train", "x_test")):
-        if tr in arrays:
-            train = _array(arrays[tr], path)
-            if te in arrays:
-                return _from_arrays(path.stem, train, _array(arrays[te], path), str(path))
-            return _from_arrays(path.stem, *_split(train, 0.1, 0), str(path))
-    if len(arrays) == 1:
-        only = _array(next(iter(arrays.values())), path)
-        return _from_arrays(path.stem, *_split(only, 0.1, 0), str(path))
-    raise DataError(f"{path} has arrays {sorted(arrays)}, none named train or x_train",
-                    "save with numpy.savez(path, train=..., test=...)")
+    x = _array(train, path)
+    y = None if train_y is None else _labels(train_y, len(x), path)
+    if test is None:
+        return _from_split(path.stem, x, y, str(path))
+    xt = _array(test, path)
+    yt = None if test_y is None else _labels(test_y, len(xt), path)
+    if (y is None) != (yt is None):
+        y = yt = None  # labels for one split only: not usable as labels
+    return _from_arrays(path.stem, x, xt, str(path), y, yt)
 
 
 def _array(a: np.ndarray, path: Path) -> torch.Tensor:
@@ -250,7 +306,25 @@ def _array(a: np.ndarray, path: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def _from_arrays(name: str, train: torch.Tensor, test: torch.Tensor, source: str) -> Dataset:
+def _labels(a: np.ndarray, n: int, path: Path) -> torch.Tensor:
+    """Integer class labels (n,) >= 0, as int64."""
+    if a.ndim != 1 or len(a) != n or a.dtype.kind not in "ui":
+        raise DataError(f"{path} holds labels of shape {a.shape} and dtype {a.dtype} for {n} "
+                        "examples", "store one non-negative integer label per example")
+    if n and int(a.min()) < 0:
+        raise DataError(f"{path} has negative labels", "store labels as 0..num_classes-1")
+    return torch.from_numpy(a.astype(np.int64))
+
+
+def _from_split(name: str, x: torch.Tensor, y: torch.Tensor | None, source: str) -> Dataset:
+    """One array: 10% of it (seeded) becomes the test split."""
+    (train, train_y), (test, test_y) = _split(x, y, 0.1, 0)
+    return _from_arrays(name, train, test, source, train_y, test_y)
+
+
+def _from_arrays(name: str, train: torch.Tensor, test: torch.Tensor, source: str,
+                 train_y: torch.Tensor | None = None,
+                 test_y: torch.Tensor | None = None) -> Dataset:
     if train.shape[1:] != test.shape[1:]:
         raise DataError(f"train {tuple(train.shape)} and test {tuple(test.shape)} differ in shape",
                         "store both splits with the same per-example shape")
@@ -259,20 +333,26 @@ def _from_arrays(name: str, train: torch.Tensor, test: torch.Tensor, source: str
             if not torch.isfinite(t).all():
                 raise DataError(f"the {split} split of {source} contains NaN or Inf values",
                                 "clean the data (drop or impute those entries) first")
-        return Dataset(name, train, test, None, source)
+        return Dataset(name, train, test, None, source, train_y, test_y)
     top = int(max(train.max(), test.max()))
     if int(min(train.min(), test.min())) < 0:
         raise DataError(f"{source} has negative integer values",
                         "store images as non-negative integers, or as floats")
     levels = 256 if train.dtype == torch.uint8 else top + 1
     dtype = torch.uint8 if top < 256 else torch.int64
-    return Dataset(name, train.to(dtype), test.to(dtype), levels, source)
+    return Dataset(name, train.to(dtype), test.to(dtype), levels, source, train_y, test_y)
 
 
-def _split(x: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+Split = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _split(x: torch.Tensor, y: torch.Tensor | None, test_fraction: float,
+           seed: int) -> tuple[Split, Split]:
+    """((train x, train y), (test x, test y)): a seeded random ``test_fraction`` held out."""
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_test = max(1, round(len(x) * test_fraction))
-    return x[perm[n_test:]].clone(), x[perm[:n_test]].clone()
+    parts = perm[n_test:], perm[:n_test]
+    return tuple((x[p].clone(), None if y is None else y[p].clone()) for p in parts)
 
 
 def list_datasets() -> list[tuple[str, str, str]]:

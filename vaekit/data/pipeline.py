@@ -1,7 +1,8 @@
 """From a loaded dataset to model inputs: validation split, fixed eval transforms, batches.
 
 The whole split lives in one tensor (on the training device); a batch is a slice of a
-tensor shuffled once per epoch, never a per-sample DataLoader.
+tensor shuffled once per epoch (labels follow the same permutation), never a per-sample
+DataLoader.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from dataclasses import dataclass
 import torch
 
 from vaekit.config import DataConfig
+from vaekit.data.batch import Batch
 from vaekit.data.datasets import Dataset, load_dataset
 from vaekit.data.transforms import (
+    LikelihoodSpec,
     apply_transform,
-    bits_per_dim_offset,
     check_range,
     protocol,
     resolve_transform,
@@ -31,10 +33,11 @@ class PreparedData:
     dataset: Dataset
     transform: str  # the resolved transform
     train_raw: torch.Tensor  # (N, *shape) as stored
-    val: torch.Tensor  # (V, *shape) float, fixed transform
-    test: torch.Tensor  # (M, *shape) float, fixed transform
+    train_y: torch.Tensor | None  # (N,) labels, or None
+    val: Batch  # (V, *shape) float, fixed transform, with labels where the data have them
+    test: Batch  # (M, *shape)
     protocol: str  # sentence printed beside every number
-    likelihood: str = "bernoulli"  # the likelihood the protocol serves
+    likelihood: LikelihoodSpec  # the likelihood class the protocol serves
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -45,34 +48,53 @@ class PreparedData:
         return math.prod(self.shape)
 
     @property
+    def levels(self) -> int | None:
+        return self.dataset.levels
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
     def bpd_offset(self) -> float | None:
         """Nats added to -log p(x) for a discrete-data NLL; None when bits/dim do not apply."""
-        return bits_per_dim_offset(self.transform, self.dataset.levels, self.dim,
-                                   self.likelihood)
+        return self.likelihood.bpd_offset(self.transform, self.levels, self.dim)
 
     def to(self, device: torch.device) -> PreparedData:
-        self.train_raw, self.val, self.test = (t.to(device) for t in
-                                               (self.train_raw, self.val, self.test))
+        self.train_raw = self.train_raw.to(device)
+        self.train_y = None if self.train_y is None else self.train_y.to(device)
+        self.val, self.test = self.val.to(device), self.test.to(device)
         return self
 
 
-def prepare_data(cfg: DataConfig, likelihood: str, seed: int) -> PreparedData:
+def likelihood_class(likelihood: str | LikelihoodSpec) -> LikelihoodSpec:
+    """A likelihood class from its registered name (classes pass through)."""
+    if isinstance(likelihood, str):
+        from vaekit.registry import LIKELIHOODS
+
+        return LIKELIHOODS.get(likelihood).build
+    return likelihood
+
+
+def prepare_data(cfg: DataConfig, likelihood: str | LikelihoodSpec, seed: int) -> PreparedData:
     """Load ``cfg.name``, split off validation data (seeded), apply the fixed eval transform."""
+    lik = likelihood_class(likelihood)
     ds = load_dataset(cfg.name)
-    transform = resolve_transform(cfg.transform, likelihood, ds.levels)
+    transform = resolve_transform(cfg.transform, lik, ds.levels)
     for split, x in (("training split", ds.train), ("test split", ds.test)):
-        check_range(x, transform, likelihood, ds.levels, f"the {split} of {ds.source}")
-    train = ds.train[: cfg.limit] if cfg.limit else ds.train
+        check_range(x, transform, lik, ds.levels, f"the {split} of {ds.source}")
+    n = cfg.limit or len(ds.train)
+    train, train_y = ds.train[:n], None if ds.train_y is None else ds.train_y[:n]
     if len(train) < 2 or len(ds.test) == 0:
         raise DataError(f"{ds.source} has {len(train)} training and {len(ds.test)} test "
                         "examples: too few to train and evaluate", "use a larger dataset")
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     n_val = int(len(train) * cfg.val_fraction)
-    train_raw, val_raw = train[perm[n_val:]], train[perm[:n_val]]
-    return PreparedData(ds, transform, train_raw, fixed_transform(val_raw, transform, ds.levels,
-                                                                  cfg.eval_seed),
-                        fixed_transform(ds.test, transform, ds.levels, cfg.eval_seed + 1),
-                        protocol(transform, likelihood, cfg.eval_seed), likelihood)
+    keep, held = Batch(train, train_y)[perm[n_val:]], Batch(train, train_y)[perm[:n_val]]
+    val = Batch(fixed_transform(held.x, transform, ds.levels, cfg.eval_seed), held.y)
+    test = Batch(fixed_transform(ds.test, transform, ds.levels, cfg.eval_seed + 1), ds.test_y)
+    return PreparedData(ds, transform, keep.x, keep.y, val, test,
+                        protocol(transform, lik, ds.levels, cfg.eval_seed), lik)
 
 
 def fixed_transform(x: torch.Tensor, transform: str, levels: int | None,
@@ -83,22 +105,29 @@ def fixed_transform(x: torch.Tensor, transform: str, levels: int | None,
 
 
 class BatchLoader:
-    """Shuffled mini-batches of one in-memory tensor with a per-batch random transform.
+    """Shuffled mini-batches of one in-memory tensor (and its labels) with a per-batch
+    random transform.
 
     Reproducible and resumable: the permutation of each epoch comes from ``generator``; the
     state before the permutation and the step inside the epoch are enough to resume exactly.
     """
 
     def __init__(self, raw: torch.Tensor, transform: str, levels: int | None,
-                 batch_size: int, generator: torch.Generator, drop_last: bool = False) -> None:
-        self.raw, self.transform, self.levels = raw, transform, levels
+                 batch_size: int, generator: torch.Generator, drop_last: bool = False,
+                 labels: torch.Tensor | None = None) -> None:
+        self.raw, self.labels, self.transform, self.levels = raw, labels, transform, levels
         self.batch_size, self.generator, self.drop_last = batch_size, generator, drop_last
         self.step = 0  # batches already yielded in the current epoch
         self.epoch_state = generator.get_state()  # generator state before this epoch's perm
+        self._resume_state: torch.Tensor | None = None
 
     def __len__(self) -> int:
         n, b = len(self.raw), self.batch_size
         return n // b if self.drop_last else -(-n // b)
+
+    def remaining(self) -> int:
+        """Examples still to come in the current epoch."""
+        return max(0, len(self.raw) - self.step * self.batch_size)
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         return {"epoch_state": self.epoch_state, "state": self.generator.get_state(),
@@ -108,22 +137,23 @@ class BatchLoader:
         self.epoch_state, self.step = state["epoch_state"], int(state["step"])
         self._resume_state = state["state"]
 
-    def epoch(self) -> Iterator[torch.Tensor]:
-        """Yield the (remaining) batches of one epoch: (B, *shape) float tensors."""
-        resume = getattr(self, "_resume_state", None)
+    def epoch(self) -> Iterator[Batch]:
+        """Yield the (remaining) batches of one epoch: x (B, *shape) float, y (B,) or None."""
+        resume = self._resume_state
         if resume is None:
             self.epoch_state, self.step = self.generator.get_state(), 0
         else:
             self.generator.set_state(self.epoch_state)
         perm = torch.randperm(len(self.raw), generator=self.generator, device=self.raw.device)
-        shuffled = self.raw[perm]  # one gather per epoch; batches below are views
+        shuffled = Batch(self.raw, self.labels)[perm]  # one gather per epoch; batches are views
         if resume is not None:
             if self.step > 0:  # mid-epoch: continue the noise stream after batch `step`
                 self.generator.set_state(resume)
             self._resume_state = None
         for i in range(self.step, len(self)):
-            batch = shuffled[i * self.batch_size : (i + 1) * self.batch_size]
+            part = shuffled[i * self.batch_size : (i + 1) * self.batch_size]
             self.step = i + 1
-            yield apply_transform(self.transform, batch, self.levels, self.generator)
+            yield Batch(apply_transform(self.transform, part.x, self.levels, self.generator),
+                        part.y)
         self.step = 0
         self.epoch_state = self.generator.get_state()

@@ -1,27 +1,33 @@
 """Distributions of the model: encoder q(z|x), likelihoods p(x|z), priors p(z).
 
-Each is an ``nn.Module`` whose ``forward`` returns a ``torch.distributions`` object with
-``log_prob`` summed over the event dimensions (``Independent``), ``sample``/``rsample``.
+The encoder and the likelihoods are ``nn.Module``s whose ``forward`` returns a
+``torch.distributions`` object (``log_prob`` summed over the event dimensions, ``sample``,
+``rsample``); priors implement the :class:`Prior` interface.
 """
 
-from vaekit.distributions.encoder import GaussianEncoder
+from vaekit.distributions.encoder import GaussianEncoder, draw_z, reparameterize
 from vaekit.distributions.likelihoods import (
-    LIKELIHOODS,
     BernoulliLikelihood,
     DiagGaussianLikelihood,
     FixedGaussianLikelihood,
     GammaGaussianLikelihood,
+    GaussianLikelihood,
     Likelihood,
 )
-from vaekit.distributions.priors import StandardNormal
+from vaekit.distributions.priors import LearnedGaussian, MixtureOfGaussians, Prior, StandardNormal
 
 __all__ = [
-    "LIKELIHOODS",
     "BernoulliLikelihood",
     "DiagGaussianLikelihood",
     "FixedGaussianLikelihood",
     "GammaGaussianLikelihood",
     "GaussianEncoder",
+    "GaussianLikelihood",
+    "LearnedGaussian",
     "Likelihood",
+    "MixtureOfGaussians",
+    "Prior",
     "StandardNormal",
+    "draw_z",
+    "reparameterize",
 ]

@@ -1,7 +1,11 @@
-"""Likelihoods p(x|z): a decoder network followed by an output distribution.
+"""Likelihoods p(x|z[, c]): a decoder network followed by an output distribution.
 
-Every likelihood returns ``Independent(base, len(event_shape))`` so ``log_prob(x)`` is the
-sum over data dimensions (the one reduction rule: sum over dimensions, mean over batch).
+Each likelihood owns its math exactly once: ``log_prob_params`` is THE log-density (summed
+over the event dimensions: the one reduction rule), ``pairwise_log_prob`` the same for every
+(example, sample) pair by a matmul, ``nll_and_grad`` its closed-form gradient for the fast
+path. It also declares what it needs from the data (class-level, read by the data layer and
+the evaluation): the decoder's parameter shape, the default transform, the values it
+accepts, the bits/dim offset and the KDE kernel of a comparable baseline.
 
 =================  =========================================  ============================
 name               p(x|z)                                     learned beyond the decoder
@@ -17,84 +21,202 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Bernoulli, Independent, Normal
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+
+from vaekit.distributions.encoder import call_net
+from vaekit.errors import ConfigError, DataError
+from vaekit.registry import LIKELIHOODS, Options
+
+Grads = dict[nn.Parameter, torch.Tensor]
 
 
 class Likelihood(nn.Module):
-    """Base: ``decoder: (..., L) -> (..., *event_shape)`` parameters, then a distribution."""
+    """Base: ``decoder: (..., L) [, c] -> (..., *param_shape)``, then a distribution."""
+
+    # ---- declarations about the data (class-level: no instance needed)
+
+    @classmethod
+    def param_shape(cls, event_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of the decoder's output for one example."""
+        return tuple(event_shape)
+
+    @classmethod
+    def default_transform(cls, levels: int | None) -> str:
+        """The data transform under which this is a proper likelihood (``--transform auto``)."""
+        return "dequantize" if levels else "none"
+
+    @classmethod
+    def check_data(cls, x: torch.Tensor, transform: str, levels: int | None, what: str) -> None:
+        """Raise :class:`DataError` when stored values ``x`` cannot be modelled."""
+
+    @classmethod
+    def bpd_offset(cls, transform: str, levels: int | None, dim: int) -> float | None:
+        """Nats added to -log p(x) for a discrete-data NLL; None when bits/dim do not apply."""
+        return None
+
+    @classmethod
+    def kde_kernel(cls, transform: str) -> str:
+        """Kernel of the KDE baseline that is comparable with this likelihood."""
+        return "gaussian"
+
+    @classmethod
+    def protocol_note(cls, transform: str, levels: int | None) -> str:
+        """What the reported numbers mean under ``transform`` (for the protocol line)."""
+        return "no bits/dim"
+
+    # ---- the model
 
     def __init__(self, decoder: nn.Module, event_shape: Sequence[int]) -> None:
         super().__init__()
         self.decoder, self.event_shape = decoder, tuple(event_shape)
+        self.event_dims = tuple(range(-len(self.event_shape), 0))
 
-    def forward(self, z: torch.Tensor) -> Independent:
+    def params(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder output for z (..., L) [and context c]: (..., *param_shape)."""
+        return call_net(self.decoder, z, c)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
         """p(x|z) with batch shape z.shape[:-1] and event shape ``event_shape``."""
-        return self.distribution(self.decoder(z))
+        return self.distribution(self.params(z, c))
 
-    def log_prob(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) summed over the event dims; equals ``self(z).log_prob(x)``.
+    def log_prob(self, z: torch.Tensor, x: torch.Tensor,
+                 c: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x|z[, c]) summed over the event dims: z (..., L), x (..., *event) -> (...)."""
+        return self.log_prob_params(self.params(z, c), x)
 
-        z (..., L), x broadcastable to (..., *event_shape) -> (...). Subclasses may compute it
-        with fewer passes over memory (it is the inner loop of every log p(x) estimator).
-        """
-        return self(z).log_prob(x)
+    def log_prob_params(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The log-density from decoder outputs; equals ``distribution(params).log_prob(x)``."""
+        raise NotImplementedError
 
-    def distribution(self, params: torch.Tensor) -> Independent:
+    def distribution(self, params: torch.Tensor) -> Distribution:
+        """A ``torch.distributions`` object (``mean``, ``sample``, ``log_prob``)."""
         raise NotImplementedError
 
     def pairwise_log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """log p(x_n | z_k) for every pair: params (K, *event), x (N, *event) -> (N, K).
+        """log p(x_n | z_k) for every pair: params (K, *param), x (N, *event) -> (N, K).
 
         The base version broadcasts (memory N*K*D); subclasses use one matmul in float64.
         """
-        return self.distribution(params.unsqueeze(0)).log_prob(x.unsqueeze(1))
+        return self.log_prob_params(params.unsqueeze(0), x.unsqueeze(1))
 
-    def log_prob_sum(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """sum over batch and data dims of log p(x|z): the training loss's fast path. ()."""
-        return self.distribution(params).log_prob(x).sum()
+    def nll_and_grad(self, params: torch.Tensor, x: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, Grads]:
+        """(-sum log p, d / d params, {noise parameter: d / d parameter}) for a flattened
+        batch params (B, P), x (B, D): the fast path's closed-form gradient."""
+        raise NotImplementedError
+
+    def noise_parameters(self) -> list[nn.Parameter]:
+        """Learned parameters of the output distribution itself (e.g. log gamma)."""
+        return []
 
     def extra_metrics(self) -> dict[str, float]:
         """Learned noise parameters worth logging (e.g. gamma)."""
         return {}
 
 
+# ============================================================================ Bernoulli
+
+
+@dataclass
+class BernoulliOptions(Options):
+    name: str = "bernoulli"
+
+
+@LIKELIHOODS.register("bernoulli", BernoulliOptions,
+                      "factorized Bernoulli on logits (binary or binarized data)")
 class BernoulliLikelihood(Likelihood):
-    """Factorized Bernoulli on logits: log p = sum_j x_j l_j - softplus(l_j)."""
+    """Factorized Bernoulli on logits l: log p(x|z) = sum_j x_j l_j - softplus(l_j).
+
+    (-BCE(l, x) = x l - softplus(l) for every x, so one formula serves all callers.)
+    """
+
+    @classmethod
+    def default_transform(cls, levels: int | None) -> str:
+        return "binarize"
+
+    @classmethod
+    def check_data(cls, x: torch.Tensor, transform: str, levels: int | None, what: str) -> None:
+        if transform not in ("binarize", "none"):
+            raise DataError(f"transform {transform!r} makes no sense with a Bernoulli likelihood",
+                            "use --transform binarize (or auto)")
+        if transform == "none" and not bool(((x == 0) | (x == 1)).all()):
+            raise DataError(f"{what} has values other than 0 and 1: as Bernoulli targets they "
+                            "are not a normalized likelihood", "use --transform binarize (or auto)")
+        if levels:
+            return
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(f"{what} has values in [{lo:.3g}, {hi:.3g}], outside [0, 1], "
+                            "which a Bernoulli likelihood cannot model",
+                            "rescale the data to [0, 1] or use --likelihood gaussian")
+
+    @classmethod
+    def bpd_offset(cls, transform: str, levels: int | None, dim: int) -> float | None:
+        return 0.0  # a pmf of binary data: check_data admits nothing else
+
+    @classmethod
+    def kde_kernel(cls, transform: str) -> str:
+        return "bernoulli"
+
+    @classmethod
+    def protocol_note(cls, transform: str, levels: int | None) -> str:
+        return "Bernoulli pmf of binary data, bits/dim exact"
+
+    def log_prob_params(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # two reading passes and one softplus over the logits: the fewest on CPU
+        return (params * x).sum(self.event_dims) - F.softplus(params).sum(self.event_dims)
 
     def distribution(self, params: torch.Tensor) -> Independent:
         return Independent(Bernoulli(logits=params, validate_args=False), len(self.event_shape))
-
-    def log_prob(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """For binary x: log p(x|z) = sum_j x_j l_j - sum_j softplus(l_j), two reading
-        passes and one softplus over the logits (the fewest on CPU, where log p(x) by
-        importance sampling spends ~1/6 of its time here); otherwise the distribution's
-        -BCE(logits, x)."""
-        if not bool(((x == 0) | (x == 1)).all()):
-            return super().log_prob(z, x)
-        logits = self.decoder(z)  # (..., *event)
-        dims = tuple(range(-len(self.event_shape), 0))
-        return (logits * x).sum(dims) - F.softplus(logits).sum(dims)
 
     def pairwise_log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """sum_j x_nj l_kj - softplus(l_kj) = (X L^T)_nk - sum_j softplus(l_kj). (N, K)."""
         logits = params.flatten(1).double()  # (K, D)
         return x.flatten(1).double() @ logits.T - F.softplus(logits).sum(-1)
 
-    def log_prob_sum(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """-sum BCE(logits, x) in one fused kernel (forward and backward)."""
-        return -F.binary_cross_entropy_with_logits(params, x, reduction="sum")
+    def nll_and_grad(self, params: torch.Tensor, x: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, Grads]:
+        """-sum log p = sum softplus(l) - x . l;  d / d l = sigmoid(l) - x."""
+        nll = F.softplus(params).sum() - torch.dot(x.reshape(-1), params.reshape(-1))
+        return nll, torch.sigmoid(params).sub_(x), {}
+
+
+# ============================================================================ Gaussians
 
 
 class GaussianLikelihood(Likelihood):
     """Base of the Gaussian likelihoods: N(x; mu(z), diag(exp(noise_log_var())))."""
 
+    @classmethod
+    def bpd_offset(cls, transform: str, levels: int | None, dim: int) -> float | None:
+        """Dequantized data live in [0,1]^D with cells of volume levels^-D, so
+        -log P(pixels) <= -log p(x) + D log(levels)."""
+        return dim * math.log(levels) if transform == "dequantize" and levels else None
+
+    @classmethod
+    def protocol_note(cls, transform: str, levels: int | None) -> str:
+        if transform == "dequantize":
+            return "Gaussian density of dequantized data: bits/dim are discrete-data upper bounds"
+        if transform == "none" and not levels:
+            return "Gaussian density of continuous data, in nats"
+        return ("a Gaussian density of discrete values is NOT a normalized likelihood of the "
+                "data: no bits/dim (use --transform dequantize)")
+
     def noise_log_var(self) -> torch.Tensor:
         """log variance, broadcastable to ``event_shape``."""
         raise NotImplementedError
+
+    def log_prob_params(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-1/2 sum_j [(x_j - mu_j)^2 / v_j + log(2 pi v_j)]."""
+        log_var = self.noise_log_var()
+        sq = ((x - params).pow(2) * torch.exp(-log_var)).sum(self.event_dims)
+        dim = math.prod(self.event_shape)
+        return -0.5 * (sq + log_var.expand(self.event_shape).sum() + dim * math.log(2 * math.pi))
 
     def distribution(self, params: torch.Tensor) -> Independent:
         scale = torch.exp(0.5 * self.noise_log_var())
@@ -109,14 +231,35 @@ class GaussianLikelihood(Likelihood):
         sq = (xf.pow(2) @ w)[:, None] - 2 * xf @ (mu * w).T + (mu.pow(2) @ w)[None, :]
         return -0.5 * (sq + (log_var + math.log(2 * math.pi)).sum())
 
-    def log_prob_sum(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """-1/2 [sum (x - mu)^2 / v + B sum_j log(2 pi v_j)], without a distribution object."""
-        log_var = self.noise_log_var().expand(self.event_shape)
-        n = x.numel() // log_var.numel()  # batch size B
-        sq = ((x - params).pow(2) * torch.exp(-log_var)).sum()
-        return -0.5 * (sq + n * (log_var.sum() + log_var.numel() * math.log(2 * math.pi)))
+    def nll_and_grad(self, params: torch.Tensor, x: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, Grads]:
+        """-sum log p = 1/2 [sum (x - mu)^2 / v + B sum_j log(2 pi v_j)];
+        d / d mu = (mu - x) / v;  d / d log v_j = 1/2 (B - sum_b (x_bj - mu_bj)^2 / v_j)."""
+        log_var = self.noise_log_var().detach()
+        v = log_var.expand(self.event_shape).reshape(-1)  # (D,)
+        inv = torch.exp(-v)
+        diff = params - x  # (B, D)
+        sq = diff.pow(2)
+        B, D = x.shape
+        nll = 0.5 * ((sq * inv).sum() + B * (v.sum() + D * math.log(2 * math.pi)))
+        grads = {}
+        for p in self.noise_parameters():  # the learned log variance, scalar or (D,)
+            d_v = 0.5 * (B - (sq * inv).sum(0))  # (D,)
+            grads[p] = d_v.sum() if p.dim() == 0 else d_v.reshape(p.shape)
+        return nll, diff.mul_(inv), grads
 
 
+@dataclass
+class FixedGaussianOptions(Options):
+    name: str = "gaussian"
+    sigma: float = 1.0  # std of p(x|z), data units
+
+    def validate(self) -> None:
+        if not self.sigma > 0:
+            raise ConfigError(f"sigma must be positive, got {self.sigma}", "pass e.g. --sigma 0.1")
+
+
+@LIKELIHOODS.register("gaussian", FixedGaussianOptions, "N(x; mu(z), sigma^2 I), sigma fixed")
 class FixedGaussianLikelihood(GaussianLikelihood):
     """N(x; mu(z), sigma^2 I), sigma fixed.
 
@@ -131,6 +274,24 @@ class FixedGaussianLikelihood(GaussianLikelihood):
         return self.log_var
 
 
+@dataclass
+class LearnedVarianceOptions(Options):
+    name: str = "gaussian-gamma"
+    gamma_init: float = 1.0  # initial variance
+
+    def validate(self) -> None:
+        if not self.gamma_init > 0:
+            raise ConfigError(f"gamma_init must be positive, got {self.gamma_init}",
+                              "pass e.g. --gamma-init 0.1")
+
+
+@dataclass
+class DiagVarianceOptions(LearnedVarianceOptions):
+    name: str = "gaussian-diag"
+
+
+@LIKELIHOODS.register("gaussian-gamma", LearnedVarianceOptions,
+                      "N(x; mu(z), gamma I), one learned variance gamma (Dai & Wipf 2019)")
 class GammaGaussianLikelihood(GaussianLikelihood):
     """N(x; mu(z), gamma I) with one learned variance gamma (Dai & Wipf 2019).
 
@@ -145,10 +306,15 @@ class GammaGaussianLikelihood(GaussianLikelihood):
     def noise_log_var(self) -> torch.Tensor:
         return self.log_gamma
 
+    def noise_parameters(self) -> list[nn.Parameter]:
+        return [self.log_gamma]
+
     def extra_metrics(self) -> dict[str, float]:
         return {"gamma": float(self.log_gamma.detach().exp())}
 
 
+@LIKELIHOODS.register("gaussian-diag", DiagVarianceOptions,
+                      "N(x; mu(z), diag(v)), a learned variance per data dimension")
 class DiagGaussianLikelihood(GaussianLikelihood):
     """N(x; mu(z), diag(v)) with a learned variance v_j per data dimension (not per z)."""
 
@@ -160,13 +326,8 @@ class DiagGaussianLikelihood(GaussianLikelihood):
     def noise_log_var(self) -> torch.Tensor:
         return self.log_var
 
+    def noise_parameters(self) -> list[nn.Parameter]:
+        return [self.log_var]
+
     def extra_metrics(self) -> dict[str, float]:
         return {"mean_variance": float(self.log_var.detach().exp().mean())}
-
-
-LIKELIHOODS: dict[str, type[Likelihood]] = {
-    "bernoulli": BernoulliLikelihood,
-    "gaussian": FixedGaussianLikelihood,
-    "gaussian-gamma": GammaGaussianLikelihood,
-    "gaussian-diag": DiagGaussianLikelihood,
-}

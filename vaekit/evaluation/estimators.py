@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vaekit.data.batch import Batch, as_batch
+from vaekit.errors import VaekitError
 from vaekit.evaluation.noise import IndexedNoise
 from vaekit.models.vae import VAE
 from vaekit.objectives.elbo import log_weights
@@ -93,31 +95,35 @@ def _finish(parts: list[_Running], k: int, proposal: str, cuts: list[int]) -> Lo
 
 
 @torch.no_grad()
-def _encoder_estimate(model: VAE, x: torch.Tensor, k: int, seed: int, batch: int, chunk: int,
+def _encoder_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, chunk: int,
                       cuts: list[int]) -> LogLikelihood:
-    noise = IndexedNoise(model.latent_dim, seed, x.device)
+    model.prior.check_log_prob("importance sampling of log p(x)")
+    noise = IndexedNoise(model.latent_dim, seed, data.device)
     parts = []
-    for s in range(0, len(x), batch):
-        xb = x[s : s + batch]
-        q = model.posterior(xb)  # one encoder pass per example
-        eps = noise.block(torch.arange(s, s + len(xb)), k)  # (K, B, L)
-        run = _Running(len(xb), x.device, cuts)
+    for s in range(0, len(data), batch):
+        part = data[s : s + batch]
+        q = model.posterior(part.x, model.context(part.y))  # one encoder pass per example
+        eps = noise.block(torch.arange(s, s + len(part)), k)  # (K, B, L)
+        run = _Running(len(part), data.device, cuts)
         for k0, k1 in _ranges(k, chunk, cuts):
             e = eps[k0:k1].contiguous()  # (c, B, L): the decoder then needs no copy
-            run.add(log_weights(model, xb, k1 - k0, eps=e, q=q))  # (c, B)
+            run.add(log_weights(model, part, k1 - k0, eps=e, q=q))  # (c, B)
         parts.append(run)
     return _finish(parts, k, "encoder", cuts)
 
 
 @torch.no_grad()
-def _prior_estimate(model: VAE, x: torch.Tensor, k: int, seed: int, batch: int, chunk: int,
+def _prior_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, chunk: int,
                     cuts: list[int]) -> LogLikelihood:
-    g = torch.Generator().manual_seed(seed)
-    dtype = model.prior.zero.dtype
-    z = torch.randn(k, model.latent_dim, generator=g).to(x.device, dtype)  # (K, L), shared
+    if model.conditional:
+        raise VaekitError("the naive estimator shares its prior samples across examples, "
+                          "which a conditional model (p(x|z, y)) does not allow",
+                          "use importance sampling (--loglik) for conditional models")
+    x = data.x
+    z = model.prior.sample(k, torch.Generator().manual_seed(seed)).to(x.device)  # (K, L), shared
     parts = [_Running(len(x[s : s + batch]), x.device, cuts) for s in range(0, len(x), batch)]
     for k0, k1 in _ranges(k, chunk, cuts):
-        params = model.likelihood.decoder(z[k0:k1])  # (c, *event): one decoder pass per chunk
+        params = model.likelihood.params(z[k0:k1])  # (c, *param): one decoder pass per chunk
         for run, s in zip(parts, range(0, len(x), batch), strict=True):
             lw = model.likelihood.pairwise_log_prob(params, x[s : s + batch])  # (B, c)
             run.add(lw.T)
@@ -125,11 +131,11 @@ def _prior_estimate(model: VAE, x: torch.Tensor, k: int, seed: int, batch: int, 
 
 
 @torch.no_grad()
-def estimate_log_px(model: VAE, x: torch.Tensor, k: int, proposal: str = "encoder",
+def estimate_log_px(model: VAE, data: Batch | torch.Tensor, k: int, proposal: str = "encoder",
                     seed: int = 0, memory_mb: float = 1024.0,
                     prefix_ks: Sequence[int] = (), batch_size: int | None = None,
                     chunk_size: int | None = None) -> LogLikelihood:
-    """Estimate log p(x) with K importance samples for every row of ``x`` (N, *shape).
+    """Estimate log p(x[|y]) with K importance samples for every example of ``data``.
 
     Same seed -> same numbers (up to float rounding), whatever ``memory_mb``,
     ``batch_size`` or ``chunk_size``. ``prefix_ks`` also reports the estimate from the first
@@ -140,11 +146,13 @@ def estimate_log_px(model: VAE, x: torch.Tensor, k: int, proposal: str = "encode
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     model.eval()
+    data = as_batch(data)
     cuts = sorted({kk for kk in prefix_ks if 0 < kk < k})
     if proposal == "prior":
         d = math.prod(model.event_shape)
-        batch = batch_size or min(len(x), 2048)
+        batch = batch_size or min(len(data), 2048)
         chunk = chunk_size or max(1, min(k, 1024, int(memory_mb * 2**20 / (8 * (batch + 2 * d)))))
-        return _prior_estimate(model, x, k, seed, batch, chunk, cuts)
-    b_auto, c_auto = plan_chunks(int(memory_mb * 2**20 / pair_bytes(model)), len(x), k)
-    return _encoder_estimate(model, x, k, seed, batch_size or b_auto, chunk_size or c_auto, cuts)
+        return _prior_estimate(model, data, k, seed, batch, chunk, cuts)
+    b_auto, c_auto = plan_chunks(int(memory_mb * 2**20 / pair_bytes(model)), len(data), k)
+    return _encoder_estimate(model, data, k, seed, batch_size or b_auto, chunk_size or c_auto,
+                             cuts)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from vaekit.data.batch import Batch, as_batch
 from vaekit.evaluation.estimators import LogLikelihood, estimate_log_px
 from vaekit.evaluation.metrics import elbo_terms, mean_se, to_bits_per_dim
 from vaekit.models.vae import VAE
@@ -40,10 +41,11 @@ def summarize(est: LogLikelihood, bpd_offset: float | None, dim: int) -> dict[st
             "curve_se": {k: s for k, (_, s) in stats.items()}}
 
 
-def marginal_likelihood(model: VAE, x: torch.Tensor, k: int = 1000, k_naive: int = 0,
-                        bpd_offset: float | None = None, seed: int = 0,
+def marginal_likelihood(model: VAE, data: Batch | torch.Tensor, k: int = 1000,
+                        k_naive: int = 0, bpd_offset: float | None = None, seed: int = 0,
                         memory_mb: float = 1024.0) -> dict[str, Any]:
     """Importance-sampled and (optionally) naive log p(x), the ELBO gap and the IWAE curve."""
+    x = as_batch(data)
     dim = math.prod(model.event_shape)
     elbo = elbo_terms(model, x, seed=seed)["elbo"]  # (N,) one-sample ELBO per example
     out: dict[str, Any] = {}

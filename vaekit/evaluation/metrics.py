@@ -11,9 +11,11 @@ from typing import Any
 
 import torch
 
+from vaekit.data.batch import Batch, as_batch
 from vaekit.evaluation.estimators import estimate_log_px
 from vaekit.evaluation.noise import IndexedNoise
 from vaekit.models.vae import VAE
+from vaekit.objectives.elbo import elbo
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): unit u is active if Cov_x(E_q[z_u]) > 0.01
 
@@ -31,18 +33,18 @@ def to_bits_per_dim(nll_nats: float, offset: float | None, dim: int) -> float | 
 
 
 @torch.no_grad()
-def elbo_terms(model: VAE, x: torch.Tensor, batch_size: int = 1000,
+def elbo_terms(model: VAE, data: Batch | torch.Tensor, batch_size: int = 1000,
                seed: int = 0) -> dict[str, torch.Tensor]:
-    """Per-example one-sample ELBO, E_q[log p(x|z)] estimate, analytic KL and E_q[z]. (N,...)."""
-    noise = IndexedNoise(model.latent_dim, seed, x.device)
+    """Per-example one-sample ELBO, E_q[log p(x|z)] estimate, KL and E_q[z]: ``elbo`` with
+    fixed noise (example i's noise depends on (seed, i) only). (N,), (N, L) for ``mu``."""
+    data = as_batch(data)
+    noise = IndexedNoise(model.latent_dim, seed, data.device)
     parts: dict[str, list[torch.Tensor]] = {"elbo": [], "log_px_z": [], "kl": [], "mu": []}
-    for s in range(0, len(x), batch_size):
-        xb = x[s : s + batch_size]
-        q = model.posterior(xb)
-        z = q.base_dist.loc + q.base_dist.scale * noise.block(torch.arange(s, s + len(xb)), 1)[0]
-        log_px_z, kl = model.likelihood(z).log_prob(xb), model.prior.kl(q)
-        for key, val in (("elbo", log_px_z - kl), ("log_px_z", log_px_z), ("kl", kl),
-                         ("mu", q.base_dist.loc)):
+    for s in range(0, len(data), batch_size):
+        part = data[s : s + batch_size]
+        t = elbo(model, part, eps=noise.block(torch.arange(s, s + len(part)), 1)[0])
+        for key, val in (("elbo", t.value), ("log_px_z", t.log_px_z), ("kl", t.kl),
+                         ("mu", t.posterior.mean)):
             parts[key].append(val)
     return {k: torch.cat(v) for k, v in parts.items()}
 
@@ -53,16 +55,19 @@ def active_units(mu: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> torch
 
 
 @torch.no_grad()
-def evaluate(model: VAE, x: torch.Tensor, iwae_k: int = 100, bpd_offset: float | None = None,
-             batch_size: int = 1000, memory_mb: float = 1024.0, seed: int = 0) -> dict[str, Any]:
-    """ELBO, IWAE-k bound, reconstruction term, KL and active units on ``x`` (N, *shape)."""
+def evaluate(model: VAE, data: Batch | torch.Tensor, iwae_k: int = 100,
+             bpd_offset: float | None = None, batch_size: int = 1000, memory_mb: float = 1024.0,
+             seed: int = 0) -> dict[str, Any]:
+    """ELBO, IWAE-k bound, reconstruction term, KL and active units on ``data`` (N, *shape)."""
     model.eval()
+    x = as_batch(data)
     dim = math.prod(model.event_shape)
     t = elbo_terms(model, x, batch_size, seed)
     out: dict[str, Any] = {"n_examples": len(x), "data_dim": dim}
     for key in ("elbo", "log_px_z", "kl"):
         out[key], out[key + "_se"] = mean_se(t[key])
     out["elbo_bpd"] = to_bits_per_dim(-out["elbo"], bpd_offset, dim)
+    out["kl_estimator"] = "analytic" if model.prior.has_analytic_kl else "one-sample Monte Carlo"
     if iwae_k > 0:
         est = estimate_log_px(model, x, iwae_k, "encoder", seed=seed + 1, memory_mb=memory_mb)
         out["iwae_k"] = iwae_k

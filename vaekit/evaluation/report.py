@@ -21,7 +21,8 @@ def format_report(r: dict[str, Any]) -> str:
              f"  protocol: {r.get('protocol', 'n/a')}",
              _line("ELBO (1-sample, analytic KL)", r["elbo"], r["elbo_se"], r.get("elbo_bpd")),
              _line("E_q[log p(x|z)] (1 sample)", r["log_px_z"], r["log_px_z_se"], None),
-             _line("KL(q(z|x) || p(z)) (analytic)", r["kl"], r["kl_se"], None)]
+             _line(f"KL(q(z|x) || p(z)) ({r.get('kl_estimator', 'analytic')})", r["kl"],
+                   r["kl_se"], None)]
     if "iwae" in r:
         lines.append(_line(f"IWAE-{r['iwae_k']} bound on log p(x)", r["iwae"], r["iwae_se"],
                            r.get("iwae_bpd")))
@@ -56,12 +57,15 @@ def format_marginal(m: dict[str, Any]) -> str:
 
 def format_diagnostics(d: dict[str, Any]) -> str:
     kl = d["kl_per_dim"]
-    order = sorted(range(len(kl)), key=lambda j: -kl[j])
-    top = ", ".join(f"z{j}: {kl[j]:.2f}" for j in order[:8])
     lines = [f"latent diagnostics: {d['active_units']} of {d['latent_dim']} units active "
-             f"(Cov_x E_q[z_j] > {d['active_threshold']})",
-             f"  KL per dimension (nats, largest first): {top}"
-             + (" ..." if len(kl) > 8 else "")]
+             f"(Cov_x E_q[z_j] > {d['active_threshold']})"]
+    if kl is None:
+        lines.append("  KL per dimension: not defined (the prior does not factorize)")
+    else:
+        order = sorted(range(len(kl)), key=lambda j: -kl[j])
+        top = ", ".join(f"z{j}: {kl[j]:.2f}" for j in order[:8])
+        lines.append(f"  KL per dimension (nats, largest first): {top}"
+                     + (" ..." if len(kl) > 8 else ""))
     if d["inactive_dims"]:
         lines.append(f"  inactive dimensions: {d['inactive_dims']}")
     if d["warning"]:

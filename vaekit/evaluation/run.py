@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from vaekit.data.batch import Batch
 from vaekit.data.pipeline import PreparedData, fixed_transform
 from vaekit.errors import DataError
 from vaekit.evaluation.diagnostics import latent_diagnostics
@@ -65,28 +66,30 @@ def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions) -> dict[st
     return res
 
 
-def kde_section(model: VAE, data: PreparedData, x: torch.Tensor,
-                opts: EvalOptions) -> dict[str, Any]:
+def kde_section(model: VAE, data: PreparedData, x: Batch, opts: EvalOptions) -> dict[str, Any]:
     """KDE of the training data (bandwidth chosen on validation data) and the Parzen-window
     estimate of the model's density from its samples, in the units of the data protocol.
 
     Binary data (Bernoulli protocol) use the product-Bernoulli kernel, a proper pmf; other
     data the Gaussian kernel. Model samples are draws x ~ p(x|z), z ~ p(z).
     """
-    kernel = "bernoulli" if data.transform == "binarize" else "gaussian"
+    kernel = data.likelihood.kde_kernel(data.transform)
     g = torch.Generator().manual_seed(opts.seed)
     n = min(opts.kde_max_train, len(data.train_raw))
     idx = torch.randperm(len(data.train_raw), generator=g)[:n].to(data.train_raw.device)
     # a seed of its own: the val/test draws use eval_seed and eval_seed + 1
     train = fixed_transform(data.train_raw[idx], data.transform, data.dataset.levels,
                             opts.seed + 1000)
-    kde = kde_baseline(train, data.val, x, bpd_offset=data.bpd_offset, kernel=kernel)
+    kde = kde_baseline(train, data.val.x, x.x, bpd_offset=data.bpd_offset, kernel=kernel)
+    y = None
+    if model.conditional:  # samples of p(x) = sum_y p(y) p(x|y), labels as often as in the data
+        y = data.train_y[torch.randint(len(data.train_y), (n,), generator=g)]
     torch.manual_seed(opts.seed)
-    samples = model.sample(n, mean=False)
-    h, _ = select_bandwidth(samples, data.val, kernel=kernel)
+    samples = model.sample(n, mean=False, y=y)
+    h, _ = select_bandwidth(samples, data.val.x, kernel=kernel)
     grid = sorted({min(h * f, 0.49) if kernel == "bernoulli" else h * f
                    for f in (0.25, 0.5, 1.0, 2.0, 4.0)})
-    parzen = parzen_log_likelihood(samples, x, grid, kernel=kernel)
+    parzen = parzen_log_likelihood(samples, x.x, grid, kernel=kernel)
     out = {k: v for k, v in asdict(kde).items() if k != "table"}
     out["bandwidth_table"] = [[h_, ll] for h_, ll in kde.table]
     out["summary"] = kde.summary()

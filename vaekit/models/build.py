@@ -1,30 +1,41 @@
-"""Build models from configs: one dict registry, one builder per model family."""
+"""Build models from configs through the registries (one entry per model family)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
 from vaekit.config import ModelConfig
-from vaekit.distributions import LIKELIHOODS, GaussianEncoder, StandardNormal
+from vaekit.distributions import GaussianEncoder
 from vaekit.errors import ConfigError
 from vaekit.models.vae import VAE
-from vaekit.nn import MLP
+from vaekit.nn import LabelEmbedding
+from vaekit.registry import LIKELIHOODS, MODELS, NETWORKS, PRIORS, Options
 
 
-def build_mlp_vae(cfg: ModelConfig) -> VAE:
-    """Encoder MLP (D -> hidden -> 2L), decoder MLP mirrored (L -> reversed hidden -> D)."""
+@dataclass
+class VAEOptions(Options):
+    name: str = "vae"
+
+
+@MODELS.register("vae", VAEOptions, "encoder, likelihood and prior of one VAE")
+def build_vae(cfg: ModelConfig) -> VAE:
+    """Networks from ``cfg.arch`` (decoder output = the likelihood's parameter shape), the
+    likelihood and prior from their registries, a label embedding when conditional."""
     shape, L = tuple(cfg.data_shape), cfg.latent_dim
-    encoder = GaussianEncoder(MLP(shape, cfg.hidden, (2 * L,), cfg.activation), L)
-    decoder = MLP((L,), list(reversed(cfg.hidden)), shape, cfg.activation)
-    kind = LIKELIHOODS[cfg.likelihood]
-    kwargs = {"gaussian": {"sigma": cfg.sigma}, "gaussian-gamma": {"gamma_init": cfg.gamma_init},
-              "gaussian-diag": {"gamma_init": cfg.gamma_init}}.get(cfg.likelihood, {})
-    return VAE(encoder, kind(decoder, shape, **kwargs), StandardNormal(L))
-
-
-MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {"mlp": build_mlp_vae}
+    param_shape = LIKELIHOODS.get(cfg.likelihood.name).build.param_shape(shape)
+    cond_dim = cfg.label_dim if cfg.conditional else 0
+    enc_net, dec_net = NETWORKS.build(cfg.arch, shape, L, param_shape, cond_dim)
+    condition = None
+    if cfg.conditional:
+        if cfg.num_classes < 1:
+            raise ConfigError("a conditional model needs labelled data, and these have none",
+                              "use a dataset with labels (IDX label files, NPZ y arrays) or "
+                              "drop --conditional")
+        condition = LabelEmbedding(cfg.num_classes, cfg.label_dim)
+    return VAE(GaussianEncoder(enc_net, L), LIKELIHOODS.build(cfg.likelihood, dec_net, shape),
+               PRIORS.build(cfg.prior, L), condition)
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -32,6 +43,4 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     cfg.validate()
     if not cfg.data_shape:
         raise ConfigError("model config has no data_shape", "set it from the dataset first")
-    if cfg.arch not in MODELS:
-        raise ConfigError(f"unknown architecture {cfg.arch!r}", f"use one of {', '.join(MODELS)}")
-    return MODELS[cfg.arch](cfg)
+    return MODELS.build(cfg.kind, cfg)

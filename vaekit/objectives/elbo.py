@@ -1,8 +1,12 @@
-"""ELBO and IWAE bounds. One reduction rule: sum over dimensions here, mean over the batch
-at the caller. Values are nats per example.
+"""The ELBO and the IWAE bound, written once, from the model's own parts: ``posterior``,
+``likelihood.log_prob`` and ``prior.kl`` / ``prior.log_prob``. One reduction rule: sum over
+dimensions here, mean over the batch in the training losses. Values are nats per example.
 
 ELBO(x)   = E_q[log p(x|z)] - KL(q(z|x) || p(z))                     <= log p(x)
 IWAE_k(x) = E[log 1/k sum_i p(x, z_i) / q(z_i|x)],  z_i ~ q(z|x)     ELBO <= IWAE_k <= log p(x)
+
+The training objectives are registered (``OBJECTIVES``) as losses ``(model, batch, beta,
+**options) -> scalar``: the negative objective, mean over the batch.
 """
 
 from __future__ import annotations
@@ -11,70 +15,111 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.distributions import Distribution
 
-from vaekit.distributions.priors import kl_standard_normal
+from vaekit.data.batch import Batch, as_batch
+from vaekit.distributions.encoder import draw_z
+from vaekit.errors import ConfigError
 from vaekit.models.vae import VAE
+from vaekit.registry import OBJECTIVES, Options
+
+KL_ESTIMATORS = ("analytic", "mc")
 
 
 @dataclass
 class ELBOTerms:
-    """Per-example terms, each (B,): ``value = log_px_z - beta * kl``."""
+    """Per-example terms, each (B,): ``value = log_px_z - beta * kl``; and q(z|x)."""
 
     value: torch.Tensor  # the objective (the ELBO when beta == 1)
     log_px_z: torch.Tensor  # one-sample estimate of E_q[log p(x|z)] (negative reconstruction error)
-    kl: torch.Tensor  # KL(q(z|x) || p(z)), analytic or one-sample Monte Carlo
+    kl: torch.Tensor  # KL(q(z|x) || p(z)): the prior's analytic KL, or one-sample Monte Carlo
+    posterior: Distribution  # q(z|x), batch shape (B,)
 
 
-def elbo(model: VAE, x: torch.Tensor, beta: float = 1.0, kl: str = "analytic") -> ELBOTerms:
-    """Reparameterized one-sample ELBO (beta-weighted when beta != 1). x (B, *shape)."""
-    q = model.posterior(x)
-    z = q.rsample()  # z = mu + sigma * eps, (B, L)
-    log_px_z = model.likelihood(z).log_prob(x)  # (B,)
-    if kl == "analytic":
-        kl_term = model.prior.kl(q)
-    elif kl == "mc":
-        kl_term = q.log_prob(z) - model.prior.log_prob(z)  # log q(z|x) - log p(z)
-    else:
-        raise ValueError(f"kl must be 'analytic' or 'mc', got {kl!r}")
-    return ELBOTerms(log_px_z - beta * kl_term, log_px_z, kl_term)
+def elbo(model: VAE, batch: Batch | torch.Tensor, beta: float = 1.0, kl: str = "analytic",
+         eps: torch.Tensor | None = None) -> ELBOTerms:
+    """Reparameterized one-sample ELBO (beta-weighted when beta != 1).
 
-
-def elbo_loss(model: VAE, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
-    """-mean_b [log p(x_b|z_b) - beta KL_b], analytic KL, as one scalar: the training fast path.
-
-    Same math and noise as ``-elbo(model, x, beta).value.mean()`` but without distribution
-    objects or per-example intermediates: z = mu + exp(log_var / 2) * eps and
-    KL = 1/2 sum(mu^2 + exp(log_var) - 1 - log_var) (standard-normal prior).
+    ``kl="analytic"`` asks the prior for KL(q || p) (closed form where it has one, else
+    Monte Carlo at the same z); ``"mc"`` always uses log q(z|x) - log p(z). ``eps`` (B, L)
+    supplies the standard-normal noise of z = mu + sigma * eps (fixed evaluation noise).
     """
-    mu, log_var = model.encoder.params(x)  # (B, L) each
-    z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
-    log_px_z = model.likelihood.log_prob_sum(model.likelihood.decoder(z), x)
-    kl = kl_standard_normal(mu, log_var).sum()
-    return (beta * kl - log_px_z) / x.shape[0]
+    if kl not in KL_ESTIMATORS:
+        raise ValueError(f"kl must be one of {KL_ESTIMATORS}, got {kl!r}")
+    batch = as_batch(batch)
+    c = model.context(batch.y)
+    q = model.posterior(batch.x, c)
+    z = draw_z(q, eps=eps)  # z = mu + sigma * eps, (B, L)
+    log_px_z = model.likelihood.log_prob(z, batch.x, c)  # (B,)
+    # analytic: the prior's closed form where it has one; mc: log q(z|x) - log p(z) at z
+    mc = kl == "mc"
+    kl_term = q.log_prob(z) - model.prior.log_prob(z) if mc else model.prior.kl(q, z)
+    return ELBOTerms(log_px_z - beta * kl_term, log_px_z, kl_term, q)
 
 
-def log_weights(model: VAE, x: torch.Tensor, k: int, eps: torch.Tensor | None = None,
-                q=None) -> torch.Tensor:
+def log_weights(model: VAE, batch: Batch | torch.Tensor, k: int,
+                eps: torch.Tensor | None = None, q: Distribution | None = None) -> torch.Tensor:
     """log w_i = log p(x, z_i) - log q(z_i|x), z_i ~ q(z|x) reparameterized. (k, B).
 
     ``eps`` (k, B, L) supplies the standard-normal noise (for reproducible evaluation);
     otherwise it is drawn from the global generator. ``q`` reuses an encoder pass.
     """
-    q = model.posterior(x) if q is None else q
-    base = q.base_dist
-    z = q.rsample((k,)) if eps is None else base.loc + base.scale * eps  # (k, B, L)
-    return model.log_joint(x, z) - q.log_prob(z)
+    batch = as_batch(batch)
+    c = model.context(batch.y)
+    q = model.posterior(batch.x, c) if q is None else q
+    z = draw_z(q, k, eps)  # (k, B, L)
+    return model.log_joint(batch.x, z, c) - q.log_prob(z)
 
 
-def iwae_bound(model: VAE, x: torch.Tensor, k: int, chunk: int | None = None) -> torch.Tensor:
+def iwae_bound(model: VAE, batch: Batch | torch.Tensor, k: int,
+               chunk: int | None = None) -> torch.Tensor:
     """IWAE_k(x) = logsumexp_i(log w_i) - log k, one draw of k samples. (B,).
 
     ``chunk`` bounds memory by computing the k log-weights in groups of ``chunk``.
     """
+    batch = as_batch(batch)
     if chunk is None or chunk >= k:
-        lw = log_weights(model, x, k)
+        lw = log_weights(model, batch, k)
     else:
-        q = model.posterior(x)
-        lw = torch.cat([log_weights(model, x, min(chunk, k - s), q=q)
+        q = model.posterior(batch.x, model.context(batch.y))
+        lw = torch.cat([log_weights(model, batch, min(chunk, k - s), q=q)
                         for s in range(0, k, chunk)])
     return torch.logsumexp(lw, dim=0) - math.log(k)
+
+
+# ============================================================================ training losses
+
+
+@dataclass
+class ELBOOptions(Options):
+    name: str = "elbo"
+    kl: str = "analytic"  # analytic (the prior's closed form where it has one) | mc
+
+    def validate(self) -> None:
+        if self.kl not in KL_ESTIMATORS:
+            raise ConfigError(f"unknown KL estimator {self.kl!r}", "use analytic or mc")
+
+
+@OBJECTIVES.register("elbo", ELBOOptions, "the ELBO, one reparameterized sample per example")
+def elbo_loss(model: VAE, batch: Batch | torch.Tensor, beta: float = 1.0,
+              kl: str = "analytic") -> torch.Tensor:
+    """-mean_b [log p(x_b|z_b) - beta KL_b]: the negative (beta-)ELBO in nats per example."""
+    return -elbo(model, batch, beta, kl).value.mean()
+
+
+@dataclass
+class IWAEOptions(Options):
+    name: str = "iwae"
+    k: int = 5  # importance samples per example
+
+    def validate(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"the IWAE bound needs k >= 1 samples, got {self.k}",
+                              "pass e.g. --iwae-k 5")
+
+
+@OBJECTIVES.register("iwae", IWAEOptions, "the IWAE-k bound (Burda et al. 2016)")
+def iwae_loss(model: VAE, batch: Batch | torch.Tensor, beta: float = 1.0,
+              k: int = 5) -> torch.Tensor:
+    """-mean_b IWAE_k(x_b) in nats per example (``beta`` must be 1: there is no KL term)."""
+    return -iwae_bound(model, batch, k).mean()

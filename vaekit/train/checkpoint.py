@@ -5,8 +5,8 @@ RUN_DIR/
   checkpoint/model.safetensors   model weights
   checkpoint/trainer.safetensors optimizer moments, RNG and data-order states
   checkpoint/trainer.json        epoch, step, optimizer hyper-parameters, metric history
-A new checkpoint is written to ``checkpoint.new/`` and swapped in, so a crash while saving
-leaves the previous one intact.
+A new checkpoint is written to ``checkpoint.new/`` (every file fsynced) and swapped in, so
+a crash while saving leaves the previous one intact.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from torch import nn
 
 from vaekit.config import RunConfig
 from vaekit.errors import CheckpointError
+from vaekit.io import atomic_write, atomic_write_text, fsync_dir
 
 CKPT = "checkpoint"
 
@@ -72,15 +73,17 @@ def save_checkpoint(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer,
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, str(new / "model.safetensors"))
+    atomic_write(new / "model.safetensors", lambda tmp: save_file(weights, str(tmp)))
     opt_tensors, groups = _flat_optimizer(opt)
-    save_file({**opt_tensors, **{f"state.{k}": v.cpu() for k, v in states.items()}},
-              str(new / "trainer.safetensors"))
-    (new / "trainer.json").write_text(json.dumps({**counters, "param_groups": groups}, indent=1))
+    trainer = {**opt_tensors, **{f"state.{k}": v.cpu() for k, v in states.items()}}
+    atomic_write(new / "trainer.safetensors", lambda tmp: save_file(trainer, str(tmp)))
+    atomic_write_text(new / "trainer.json",
+                      json.dumps({**counters, "param_groups": groups}, indent=1))
     shutil.rmtree(old, ignore_errors=True)
     if live.exists():
         live.rename(old)
     new.rename(live)
+    fsync_dir(run_dir)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -114,7 +117,7 @@ def load_trainer_state(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any],
     tensors = _load_tensors(ckpt / "trainer.safetensors")
     try:
         counters = json.loads((ckpt / "trainer.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"cannot read {ckpt / 'trainer.json'}: {err}",
                               "the checkpoint is corrupt; restore it or train again") from None
     opt_sd = _unflat_optimizer(tensors, counters.pop("param_groups"))

@@ -5,15 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 
 def save_loglik_curve(report: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """Mean estimate of log p(x) vs K (log scale) for each estimator, with the ELBO line."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     labels = {"importance": "importance sampling, z ~ q(z|x)", "naive": "naive, z ~ p(z)"}
     for key, label in labels.items():
         if key in report:
@@ -30,5 +28,4 @@ def save_loglik_curve(report: dict[str, Any], path: str | Path, title: str = "")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)

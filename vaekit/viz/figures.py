@@ -1,16 +1,15 @@
-"""PNG figures with matplotlib's non-interactive backend (no display needed)."""
+"""PNG figures drawn on ``matplotlib.figure.Figure`` objects (no pyplot, no global backend:
+importing vaekit never changes a user's matplotlib settings; no display needed)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.image
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
@@ -36,14 +35,15 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = N
     """Write a grid of images (values in [0,1]) as a PNG, enlarged ``scale`` times."""
     grid = image_grid(images, nrow)
     grid = np.kron(grid, np.ones((scale, scale) + (1,) * (grid.ndim - 2), np.float32))
-    plt.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
+    matplotlib.image.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
     return Path(path)
 
 
 def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
                  title: str = "") -> Path:
     """Scatter the first two coordinates of ``points`` (N, d), over ``reference`` data if given."""
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     if reference is not None:
         r = reference.detach().cpu().reshape(len(reference), -1).numpy()
         ax.scatter(r[:, 0], r[:, 1], s=2, alpha=0.3, c="grey", label="data")
@@ -54,7 +54,6 @@ def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor
     ax.set_title(title or "first two coordinates")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 

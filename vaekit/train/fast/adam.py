@@ -14,15 +14,6 @@ from __future__ import annotations
 
 import torch
 import torch.optim.optimizer as torch_optimizer
-from torch import nn
-
-
-def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam with the fused single-kernel update where this torch build has it."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
 
 
 class AdamStep:

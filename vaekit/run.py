@@ -1,0 +1,99 @@
+"""Runs as a user names them: configure a new run (the precedence of settings), continue a
+saved one (the resume policy), open a trained one for evaluation or sampling.
+
+Precedence: dataclass defaults < preset (``vaekit.config.PRESETS``) < config file < flags.
+On resume only the settings in ``RESUMABLE`` may change; every other one must match the
+checkpoint, so a resumed run continues the run that was saved.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vaekit.config import PRESETS, RunConfig, load_config_file, merge
+from vaekit.data.pipeline import PreparedData, prepare_data
+from vaekit.errors import CheckpointError, ConfigError, VaekitError
+from vaekit.train.checkpoint import load_model, load_run_config
+from vaekit.train.loop import resolve_device
+
+RESUMABLE = {"train.epochs", "train.compile", "train.fused"}  # recorded in config.json
+
+
+def configure(overrides: dict[str, Any], preset: str | None = None,
+              config_file: Path | None = None) -> RunConfig:
+    """A validated config: defaults < ``preset`` < ``config_file`` < ``overrides``
+    (nested like a config file, e.g. ``{"train": {"lr": 1e-3}}``)."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}", f"use one of {', '.join(PRESETS)}")
+    base = PRESETS[preset] if preset else {}
+    file_cfg = load_config_file(config_file) if config_file else {}
+    return RunConfig.from_dict(merge(merge(base, file_cfg), overrides)).validate()
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    """``runs/<data name>-<time>``."""
+    return Path("runs") / f"{Path(cfg.data.name).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _dotted(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"likelihood": {"name": "x"}}} -> {"model.likelihood.name": "x"}."""
+    out = {}
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_dotted(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _get(cfg: Any, path: str) -> Any:
+    for part in path.split("."):
+        cfg = getattr(cfg, part, None)
+    return cfg
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any], *, preset: str | None = None,
+                  config_file: Path | None = None, out: Path | None = None) -> RunConfig:
+    """The saved config of ``run_dir`` with the ``RESUMABLE`` overrides applied; any other
+    override must equal the saved value."""
+    if preset or config_file or out:
+        raise CheckpointError("--resume continues a saved run and takes no --config, --preset "
+                              "or --out", "drop them, or start a new run without --resume")
+    cfg = load_run_config(run_dir)
+    for path, value in _dotted(overrides).items():
+        saved = _get(cfg, path)
+        if path in RESUMABLE:
+            section, key = path.split(".")
+            setattr(getattr(cfg, section), key, value)
+        elif value != saved:
+            raise CheckpointError(f"{path} = {value} does not match the checkpoint in "
+                                  f"{run_dir} (saved: {saved})",
+                                  "drop the flag to resume, or start a new run with --out")
+    return cfg.validate()
+
+
+def open_run(run_dir: Path, device: str = "auto") -> tuple[nn.Module, RunConfig, PreparedData]:
+    """The trained model of ``run_dir`` (eval mode), its config and its data (same split,
+    same fixed evaluation transforms), checked to match each other."""
+    dev = resolve_device(device)
+    model, cfg = load_model(run_dir, dev)
+    data = prepare_data(cfg.data, cfg.model.likelihood.name, cfg.train.seed)
+    if list(data.shape) != list(cfg.model.data_shape):
+        raise CheckpointError(f"data {cfg.data.name} has shape {data.shape}, the model "
+                              f"expects {tuple(cfg.model.data_shape)}",
+                              "use the data the run was trained on")
+    return model, cfg, data.to(dev)
+
+
+def reference_data(cfg: RunConfig, n: int = 2000) -> torch.Tensor | None:
+    """Up to n test examples to draw beside samples, when the dataset is at hand."""
+    try:
+        return prepare_data(cfg.data, cfg.model.likelihood.name, cfg.train.seed).test.x[:n]
+    except VaekitError:
+        return None

@@ -1,0 +1,161 @@
+"""The fit loop's standard callbacks: validation, checkpoints, metric logs, console output.
+
+``standard_callbacks(run, ...)`` gives what ``vaekit train`` uses, in this order (the order
+of their ``on_epoch_end``): validate -> checkpoint -> metrics files -> console -> user hook.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from vaekit.evaluation.metrics import elbo_terms, to_bits_per_dim
+from vaekit.io import atomic_write_text
+from vaekit.train.loop import Callback, Run
+
+
+def validate(run: Run) -> dict[str, float]:
+    """Mean validation ELBO (nats/example, and bits/dim when they apply), with fixed noise."""
+    val, cfg = run.data.val, run.cfg
+    if len(val) == 0:
+        return {}
+    run.model.eval()
+    v = elbo_terms(run.model, val, cfg.train.eval_batch_size, seed=cfg.data.eval_seed)
+    val_elbo = float(v["elbo"].double().mean())
+    out = {"val_elbo": val_elbo, "val_kl": float(v["kl"].double().mean())}
+    bpd = to_bits_per_dim(-val_elbo, run.data.bpd_offset, run.data.dim)
+    if bpd is not None:
+        out["val_bpd"] = bpd
+    return out
+
+
+class Validate(Callback):
+    """Validation ELBO and the likelihood's learned noise parameters, every epoch."""
+
+    def epoch_metrics(self, run: Run) -> dict[str, Any]:
+        likelihood = getattr(run.model, "likelihood", None)
+        extra = likelihood.extra_metrics() if likelihood is not None else {}
+        return {**validate(run), **extra}
+
+
+class Checkpoint(Callback):
+    """A checkpoint at every epoch end, and every ``every`` steps inside an epoch."""
+
+    def __init__(self, every: int = 0) -> None:
+        self.every = every
+
+    def on_step_end(self, run: Run, loss: torch.Tensor) -> None:
+        if self.every and run.state.step % self.every == 0 and run.loader.step < len(run.loader):
+            run.checkpoint()  # mid-epoch (epoch ends are saved below)
+
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        run.checkpoint()
+
+
+class MetricsFiles(Callback):
+    """``metrics.jsonl`` and ``metrics.csv``, rewritten from the history (robust to resume),
+    and ``train.log``: the set-up notes and one line per epoch, appended."""
+
+    def on_fit_start(self, run: Run) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        start = "resumed" if run.state.step else "started"
+        self._append(run, [f"{stamp} {start} at epoch {run.state.epoch}, step {run.state.step}",
+                           *run.notes])
+
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        history = run.state.history
+        atomic_write_text(run.run_dir / "metrics.jsonl",
+                          "".join(json.dumps(r) + "\n" for r in history))
+        keys = list(dict.fromkeys(k for r in history for k in r))
+        rows = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in history]
+        atomic_write_text(run.run_dir / "metrics.csv", "\n".join(rows) + "\n")
+        self._append(run, [epoch_line(row, run)])
+
+    @staticmethod
+    def _append(run: Run, lines: list[str]) -> None:
+        with open(run.run_dir / "train.log", "a", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+
+
+class Console(Callback):
+    """A progress bar with the live loss (``bar``), the set-up notes and one line per epoch
+    (``echo``)."""
+
+    def __init__(self, bar: bool = True, echo: bool = True) -> None:
+        self.show_bar, self.echo = bar, echo
+        self.bar: tqdm | None = None
+
+    def _print(self, line: str) -> None:
+        if self.echo:
+            (self.bar.write if self.bar is not None else print)(line)
+
+    def on_fit_start(self, run: Run) -> None:
+        if self.show_bar:
+            self.bar = tqdm(total=run.total_steps, initial=run.state.step, desc="train",
+                            unit="step", mininterval=0.5)
+        for note in run.notes:
+            self._print(note)
+
+    def on_step_end(self, run: Run, loss: torch.Tensor) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if run.state.step % 50 == 0:  # the live loss: one host sync every 50 steps
+                self.bar.set_postfix(loss=f"{loss.item():.2f}")
+
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        self._print(epoch_line(row, run))
+
+    def on_fit_end(self, run: Run) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class OnEpoch(Callback):
+    """Calls ``fn(row, model)`` after each epoch (e.g. to evaluate or stop early)."""
+
+    def __init__(self, fn: Callable[[dict[str, Any], torch.nn.Module], None]) -> None:
+        self.fn = fn
+
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        self.fn(row, run.model)
+
+
+def loss_name(run: Run) -> str:
+    """What the training loss is, e.g. ``-ELBO``, ``-ELBO(beta=0.5)``, ``-IWAE-5``."""
+    t = run.cfg.train
+    if t.objective.name == "iwae":
+        return f"-IWAE-{t.objective.k}"
+    if t.objective.name == "elbo":
+        return "-ELBO" if t.beta == 1 else f"-ELBO(beta={t.beta:g})"
+    return f"{t.objective.name} loss"
+
+
+def epoch_line(row: dict[str, Any], run: Run) -> str:
+    line = (f"epoch {row['epoch']}/{run.cfg.train.epochs}: train {loss_name(run)} "
+            f"{row['train_loss']:.2f} nats/example ({row['images_per_s']:.0f} img/s)")
+    if "val_elbo" in row:
+        line += f", val -ELBO {-row['val_elbo']:.2f} nats/example"
+        if "val_bpd" in row:
+            line += f" ({row['val_bpd']:.4f} bits/dim)"
+    return line
+
+
+def standard_callbacks(run: Run, progress: bool = True, echo: bool | None = None,
+                       checkpoint_every: int = 0,
+                       on_epoch: Callable[[dict[str, Any], torch.nn.Module], None] | None = None
+                       ) -> list[Callback]:
+    """Validation, then (with a run directory) checkpoints and metric files, the console
+    (bar when ``progress``; lines when ``echo``, default = ``progress``), the user hook."""
+    cbs: list[Callback] = [Validate()]
+    if run.run_dir is not None:
+        cbs += [Checkpoint(checkpoint_every), MetricsFiles()]
+    cbs.append(Console(bar=progress, echo=progress if echo is None else echo))
+    if on_epoch is not None:
+        cbs.append(OnEpoch(on_epoch))
+    return cbs

@@ -1,0 +1,254 @@
+"""Training in two calls: ``setup_run`` builds (or restores) everything a run needs, ``fit``
+trains it, with callbacks for validation, logs, checkpoints and progress::
+
+    run = setup_run(cfg, "runs/x")           # data, model, optimizer, loader, step, state
+    fit(run, standard_callbacks(run))        # the loop below
+    run = setup_run(cfg, model=m, data=d)    # from objects a caller built; no files
+
+A second stage trained on in-memory codes, a distributed wrapper or a benchmark builds
+its own objects and calls the same two functions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vaekit.config import RunConfig
+from vaekit.data.pipeline import BatchLoader, PreparedData, prepare_data
+from vaekit.errors import CheckpointError, ConfigError
+from vaekit.models import build_model
+from vaekit.train.checkpoint import (
+    checkpoint_dir,
+    load_trainer_state,
+    load_weights,
+    save_checkpoint,
+)
+from vaekit.train.step import Step, make_optimizer, make_step
+
+
+@dataclass
+class TrainState:
+    """Where training stands: what a checkpoint records beside the tensors."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+
+
+@dataclass
+class Run:
+    """Everything ``fit`` needs; ``run_dir`` None keeps the run in memory (no files)."""
+
+    cfg: RunConfig
+    model: nn.Module
+    data: PreparedData
+    optimizer: torch.optim.Optimizer
+    loader: BatchLoader
+    step: Step
+    state: TrainState
+    device: torch.device
+    run_dir: Path | None = None
+    fast_path: str = "off"  # "on" or "off (<reason>)"
+    notes: list[str] = field(default_factory=list)  # set-up facts for the run log
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.state.history
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.train.epochs * len(self.loader)
+
+    def checkpoint(self) -> None:
+        """Save model, optimizer, RNG and data-order state (run directories only)."""
+        if self.run_dir is None:
+            return
+        counters = {"epoch": self.state.epoch, "step": self.state.step,
+                    "history": self.state.history, "step_in_epoch": self.loader.step}
+        save_checkpoint(self.run_dir, self.model, self.optimizer, counters, self._rng_states())
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        states = {"torch_rng": torch.get_rng_state(), "loader_epoch": self.loader.epoch_state,
+                  "loader_now": self.loader.generator.get_state()}
+        if self.device.type == "cuda":
+            states["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    def restore(self) -> None:
+        """Continue exactly where the run directory's last checkpoint stopped."""
+        ckpt = checkpoint_dir(self.run_dir)
+        load_weights(self.model, ckpt)
+        counters, opt_sd, states = load_trainer_state(ckpt)
+        self.optimizer.load_state_dict(opt_sd)
+        torch.set_rng_state(states["torch_rng"])
+        if "cuda_rng" in states and self.device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda_rng"], self.device)
+        self.loader.load_state_dict({"epoch_state": states["loader_epoch"],
+                                     "state": states["loader_now"],
+                                     "step": counters["step_in_epoch"]})
+        self.state = TrainState(counters["epoch"], counters["step"], counters["history"])
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; a missing GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available",
+                          "use --device cpu (or auto)")
+    return device
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """A new run needs a new or empty directory: nothing is ever overwritten."""
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise CheckpointError(f"run directory {run_dir} already exists and is not empty",
+                              f"choose a new --out, or continue it with --resume {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def setup_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False,
+              model: nn.Module | None = None, data: PreparedData | None = None,
+              optimizer: torch.optim.Optimizer | None = None) -> Run:
+    """Build a run from ``cfg`` (or from the ``model``/``data``/``optimizer`` a caller
+    built), in a new ``run_dir``, or restored from it (``resume``). Seeds as ``cfg`` says."""
+    cfg.validate()
+    device = resolve_device(cfg.train.device)
+    if data is None:
+        data = prepare_data(cfg.data, cfg.model.likelihood.name, cfg.train.seed)
+    data = data.to(device)
+    m = cfg.model
+    m.data_shape, m.data_levels = list(data.shape), data.levels or 0
+    m.num_classes = data.num_classes if m.conditional else 0
+    torch.manual_seed(cfg.train.seed)
+    model = (model if model is not None else build_model(m)).to(device)
+    optimizer = optimizer or make_optimizer(model, cfg.train.lr)
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
+    loader = BatchLoader(data.train_raw, data.transform, data.levels, cfg.train.batch_size, gen,
+                         labels=data.train_y)
+    total = cfg.train.epochs * len(loader)
+    step, fast = make_step(model, optimizer, cfg, device, total)
+    run = Run(cfg, model, data, optimizer, loader, step, TrainState(), device,
+              None if run_dir is None else Path(run_dir), fast)
+    run.notes = _notes(run)
+    _open_run_dir(run, resume)
+    return run
+
+
+def _open_run_dir(run: Run, resume: bool) -> None:
+    if run.run_dir is None:
+        if resume:
+            raise ValueError("resume needs a run directory")
+        return
+    if resume:
+        run.restore()  # the checkpoint loaded: now record e.g. raised epochs
+    else:
+        prepare_run_dir(run.run_dir)
+    run.cfg.save(run.run_dir / "config.json")
+
+
+def _notes(run: Run) -> list[str]:
+    """What a user should know about the set-up, for the console and ``train.log``."""
+    d, m, t = run.data, run.cfg.model, run.cfg.train
+    labels = f", labels 0-{d.num_classes - 1}" if d.num_classes else ", no labels"
+    levels = f"{d.levels} levels" if d.levels else "continuous"
+    return [f"data: {d.dataset.name} from {d.dataset.source}: {len(d.train_raw)} training, "
+            f"{len(d.val)} validation, {len(d.test)} test examples of shape {d.shape} "
+            f"({levels}{labels}); transform {d.transform}",
+            f"model: {m.kind.label()}, {m.arch.label()}, latent {m.latent_dim}, likelihood "
+            f"{m.likelihood.label()}, prior {m.prior.label()}"
+            + (", conditional on labels" if m.conditional else ""),
+            f"training: {t.objective.label()}, beta {t.beta}, batch {t.batch_size}, Adam lr "
+            f"{t.lr} ({t.lr_schedule}, {t.warmup_steps} warm-up steps), {t.precision}, "
+            f"device {run.device}; fast path: {run.fast_path}"]
+
+
+class Callback:
+    """Hooks of the fit loop; subclasses override what they need."""
+
+    def on_fit_start(self, run: Run) -> None: ...
+
+    def on_step_end(self, run: Run, loss: torch.Tensor) -> None: ...
+
+    def epoch_metrics(self, run: Run) -> dict[str, Any]:
+        """Figures added to the epoch's row before it is recorded (e.g. validation)."""
+        return {}
+
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        """After the row is recorded in ``run.state`` (checkpoints, logs, printing)."""
+
+    def on_fit_end(self, run: Run) -> None:
+        """Always called, also when the loop stops with an exception."""
+
+
+def fit(run: Run, callbacks: Sequence[Callback] = ()) -> Run:
+    """Train ``run.model`` until ``run.cfg.train.epochs``; returns ``run`` (model in eval mode).
+
+    Per epoch: one pass of optimizer steps over the shuffled training data, then a row of
+    figures (training loss, speed, ``epoch_metrics`` of the callbacks) recorded in
+    ``run.state.history``. The loss stays on the device: no host sync per step.
+    """
+    state, loader = run.state, run.loader
+    try:
+        for cb in callbacks:
+            cb.on_fit_start(run)
+        for epoch in range(state.epoch, run.cfg.train.epochs):
+            run.model.train()
+            t0, n_seen = time.perf_counter(), loader.remaining()
+            total = torch.zeros((), device=run.device)
+            for batch in loader.epoch():
+                loss = run.step(batch, state.step)
+                state.step += 1
+                total += loss.float() * len(batch)
+                for cb in callbacks:
+                    cb.on_step_end(run, loss)
+            row = _epoch_row(epoch, state.step, float(total), n_seen, time.perf_counter() - t0)
+            for cb in callbacks:
+                row.update(cb.epoch_metrics(run))
+            state.history.append(row)
+            state.epoch = epoch + 1
+            for cb in callbacks:
+                cb.on_epoch_end(run, row)
+    finally:
+        for cb in callbacks:
+            cb.on_fit_end(run)
+    run.model.eval()
+    return run
+
+
+def _epoch_row(epoch: int, step: int, total: float, n_seen: int,
+               seconds: float) -> dict[str, Any]:
+    loss = total / max(n_seen, 1)
+    if not math.isfinite(loss):
+        raise ConfigError(f"training diverged at epoch {epoch + 1} (loss is not finite)",
+                          "lower --lr or use a fixed-variance likelihood")
+    return {"epoch": epoch + 1, "step": step, "train_loss": loss, "seconds": round(seconds, 3),
+            "images_per_s": round(n_seen / max(seconds, 1e-9), 1)}
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          checkpoint_every: int = 0, on_epoch: Any = None, echo: bool | None = None) -> Run:
+    """Train ``cfg`` into ``run_dir`` (new), or continue the run saved there (``resume``).
+
+    ``progress`` shows a progress bar and prints the set-up and one line per epoch (``echo``
+    prints them without the bar); ``checkpoint_every`` > 0 also checkpoints every that many
+    steps inside an epoch; ``on_epoch(row, model)`` is called after each epoch's validation
+    and checkpoint (e.g. to evaluate or stop early).
+    """
+    from vaekit.train.callbacks import standard_callbacks
+
+    run = setup_run(cfg, run_dir, resume=resume)
+    return fit(run, standard_callbacks(run, progress=progress, echo=echo,
+                                       checkpoint_every=checkpoint_every, on_epoch=on_epoch))

@@ -1,0 +1,77 @@
+"""One optimizer step: the registered objective through autograd, or the fast path where
+it applies; Adam with an optional warm-up and cosine schedule.
+
+    lr_t = lr (t+1)/warmup  for t < warmup,  then lr  or  lr (1 + cos(pi progress)) / 2
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from vaekit.config import RunConfig
+from vaekit.data.batch import Batch
+from vaekit.registry import OBJECTIVES
+from vaekit.train.fast import AdamStep, fast_elbo
+
+Step = Callable[[Batch, int], torch.Tensor]  # step(batch, global step) -> detached loss
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam with the fused single-kernel update where this torch build has it."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+
+
+def lr_at(step: int, total_steps: int, cfg: RunConfig) -> float:
+    """Learning rate at a global step: linear warm-up, then constant or cosine decay to 0
+    at ``total_steps`` (no decay when ``total_steps`` is unknown, i.e. <= warm-up)."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.lr_schedule == "cosine" and total_steps > t.warmup_steps:
+        progress = (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps)
+        return t.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return t.lr
+
+
+def loss_fn(model: nn.Module, batch: Batch, cfg: RunConfig) -> torch.Tensor:
+    """The registered objective's loss: negative objective, mean over the batch (nats)."""
+    return OBJECTIVES.build(cfg.train.objective, model, batch, cfg.train.beta)
+
+
+def make_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
+              device: torch.device, total_steps: int = 0,
+              world_size: int = 1) -> tuple[Step, str]:
+    """(``step(batch, i)``: one optimizer step at global step i returning the detached loss
+    without a host sync, and the fast-path status ``"on"`` / ``"off (<reason>)"``)."""
+    t = cfg.train
+    loss_of = torch.compile(loss_fn) if t.compile else loss_fn
+    params = list(model.parameters())
+    scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
+    fast, status = fast_elbo(model, cfg, world_size)
+    adam_step = AdamStep(opt)  # opt.step() without its per-step Python bookkeeping
+
+    def step(batch: Batch, i: int) -> torch.Tensor:
+        if scheduled:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(i, total_steps, cfg)
+        if fast is not None:
+            loss = fast(batch, t.beta)  # writes every p.grad: no zero_grad, no autograd graph
+        else:
+            with torch.autocast(device.type, dtype=torch.bfloat16,
+                                enabled=t.precision == "bf16"):
+                loss = loss_of(model, batch, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        adam_step()
+        return loss.detach()
+
+    return step, status
