@@ -368,3 +368,85 @@ def test_grey_values_as_bernoulli_targets_are_refused(tmp_path):
         prepare_data(DataConfig(name=str(path), transform="none"), "bernoulli", 0)
     data = prepare_data(DataConfig(name=str(path)), "bernoulli", 0)  # auto: binarize
     assert data.transform == "binarize" and set(data.test.x.unique().tolist()) <= {0.0, 1.0}
+
+
+# --------------------------------------------------------------------- labels
+
+
+def _labelled_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose label can be read back from the pixels: every pixel = 20 * label."""
+    y = np.random.default_rng(seed).integers(0, 10, n).astype(np.uint8)
+    x = np.repeat((20 * y)[:, None, None], 16, axis=1).reshape(n, 4, 4).astype(np.uint8)
+    return x, y
+
+
+def _label_of(x: torch.Tensor) -> torch.Tensor:
+    return (x.reshape(len(x), -1)[:, 0] / 20).round().long()
+
+
+def test_idx_labels_are_read_and_follow_every_split_and_shuffle(tmp_path):
+    d = tmp_path / "idx"
+    d.mkdir()
+    (xtr, ytr), (xte, yte) = _labelled_images(50, 0), _labelled_images(20, 1)
+    write_idx(d / "train-images-idx3-ubyte.gz", xtr)
+    write_idx(d / "train-labels-idx1-ubyte.gz", ytr)
+    write_idx(d / "t10k-images-idx3-ubyte", xte)
+    write_idx(d / "t10k-labels-idx1-ubyte", yte)
+    ds = load_dataset(str(d))
+    assert ds.train_y.dtype == torch.int64 and ds.train_y.tolist() == ytr.tolist()
+    assert ds.num_classes == 1 + int(max(ytr.max(), yte.max()))
+    p = prepare_data(DataConfig(name=str(d), transform="none", val_fraction=0.2, limit=40),
+                     "gaussian", seed=3)
+    assert len(p.train_y) == len(p.train_raw) == 32 and len(p.val.y) == 8
+    assert torch.equal(_label_of(p.train_raw), p.train_y)  # split and limit keep pairs
+    assert torch.equal(_label_of(p.val.x), p.val.y) and torch.equal(_label_of(p.test.x), p.test.y)
+    loader = BatchLoader(p.train_raw, "none", 256, 5, torch.Generator().manual_seed(0),
+                         labels=p.train_y)
+    for _ in range(2):
+        for batch in loader.epoch():  # shuffled every epoch, labels along
+            assert torch.equal(_label_of(batch.x), batch.y)
+
+
+def test_labels_survive_a_mid_epoch_resume():
+    x, y = _labelled_images(43, 2)
+    raw, labels = torch.from_numpy(x), torch.from_numpy(y).long()
+    full = BatchLoader(raw, "binarize", 256, 6, torch.Generator().manual_seed(1), labels=labels)
+    ref = [b for _ in range(2) for b in full.epoch()]
+    a = BatchLoader(raw, "binarize", 256, 6, torch.Generator().manual_seed(1), labels=labels)
+    it = a.epoch()
+    first = [next(it) for _ in range(4)]
+    b = BatchLoader(raw, "binarize", 256, 6, torch.Generator().manual_seed(9), labels=labels)
+    b.load_state_dict(a.state_dict())
+    got = [*first, *b.epoch(), *b.epoch()]
+    assert len(got) == len(ref) == 16
+    for u, v in zip(got, ref, strict=True):
+        assert torch.equal(u.x, v.x) and torch.equal(u.y, v.y)
+
+
+@pytest.mark.parametrize("layout", ["x_train", "train", "x"])
+def test_npz_labels_in_every_layout(tmp_path, layout):
+    (xtr, ytr), (xte, yte) = _labelled_images(30, 3), _labelled_images(10, 4)
+    arrays = {"x_train": {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte},
+              "train": {"train": xtr, "train_labels": ytr, "test": xte, "test_labels": yte},
+              "x": {"x": xtr, "y": ytr}}[layout]
+    np.savez(tmp_path / "d.npz", **arrays, unused=np.zeros(3))
+    ds = load_dataset(str(tmp_path / "d.npz"))
+    assert torch.equal(_label_of(ds.train), ds.train_y)
+    assert torch.equal(_label_of(ds.test), ds.test_y)
+    assert len(ds.train) + len(ds.test) == (30 if layout == "x" else 40)
+
+
+def test_data_without_labels_has_none_and_bad_labels_are_refused(tmp_path):
+    assert load_dataset("ring:n=50").train_y is None
+    assert load_dataset("digits").num_classes == 10
+    x, y = _labelled_images(30, 5)
+    np.savez(tmp_path / "plain.npz", train=x)
+    assert load_dataset(str(tmp_path / "plain.npz")).train_y is None
+    np.savez(tmp_path / "one.npz", x_train=x, y_train=y, x_test=x[:5])  # one split labelled
+    assert load_dataset(str(tmp_path / "one.npz")).test_y is None
+    for bad, fragment in ((y[:-1], "for 30 examples"), (y.reshape(10, 3), "shape"),
+                          (y.astype(np.float32), "dtype"), (-y.astype(np.int64) - 1, "negative")):
+        np.savez(tmp_path / "bad.npz", x=x, y=bad)
+        with pytest.raises(DataError) as err:
+            load_dataset(str(tmp_path / "bad.npz"))
+        assert fragment in one_line(err)

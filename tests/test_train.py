@@ -216,3 +216,19 @@ def test_on_epoch_hook_and_cosine_without_total_steps(tmp_path):
     assert lr_at(4, 0, cfg) == pytest.approx(5e-3)  # warm-up
     assert lr_at(50, 0, cfg) == pytest.approx(1e-2)  # unknown total: no decay to 0
     assert lr_at(55, 100, cfg) == pytest.approx(5e-3)  # half-way through the cosine
+
+
+def test_conditional_run_resumes_bitwise_and_samples_each_class(tmp_path, cli):
+    args = [*DIGITS, "--conditional", "--prior", "gaussian"]
+    assert cli("train", *args, "--epochs", "2", "--out", tmp_path / "A").code == 0
+    assert cli("train", *args, "--epochs", "1", "--out", tmp_path / "B").code == 0
+    res = cli("train", "--resume", tmp_path / "B", "--epochs", "2", "--no-progress")
+    assert res.code == 0, res.err
+    assert_same_weights(tmp_path / "A", tmp_path / "B")
+    w = weights(tmp_path / "A")
+    assert w["condition.embed.weight"].shape == (10, 16) and "prior.loc" in w
+    log = (tmp_path / "B" / "train.log").read_text()
+    assert "resumed at epoch 1" in log and "fast path: off (prior LearnedGaussian" in log
+    assert "labels 0-9" in log
+    assert cli("sample", tmp_path / "A", "-n", "6", "--label", "7").code == 0
+    cli("sample", tmp_path / "A", "--label", "10").assert_user_error("0..9")
