@@ -45,7 +45,8 @@ def train_model(run_dir: str, epochs: int, limit: int) -> dict[str, Any]:
     from vaekit.train import train
 
     cfg = RunConfig(DataConfig(name="fashion-mnist", val_fraction=0.0, limit=limit),
-                    ModelConfig(latent_dim=20, hidden=[400], likelihood="bernoulli"),
+                    ModelConfig(latent_dim=20, arch={"name": "mlp", "hidden": [400]},
+                                likelihood="bernoulli"),
                     TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, seed=0, device="cpu"))
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -57,13 +58,14 @@ def train_model(run_dir: str, epochs: int, limit: int) -> dict[str, Any]:
 def _load(run_dir: str, n: int):
     """(model, test images (n, *shape) with the run's fixed evaluation transform, config)."""
     from vaekit.data.datasets import load_dataset
-    from vaekit.data.pipeline import fixed_transform
+    from vaekit.data.pipeline import fixed_transform, likelihood_class
     from vaekit.data.transforms import resolve_transform
     from vaekit.train import load_model
 
     model, cfg = load_model(run_dir)
     ds = load_dataset(cfg.data.name)
-    transform = resolve_transform(cfg.data.transform, cfg.model.likelihood, ds.levels)
+    lik = likelihood_class(cfg.model.likelihood.name)
+    transform = resolve_transform(cfg.data.transform, lik, ds.levels)
     x = fixed_transform(ds.test, transform, ds.levels, TEST_SEED)[:n]
     return model, x, cfg
 
@@ -101,7 +103,7 @@ def run_contender(run_dir: str, n: int, kind: str, k: int,
     torch.manual_seed(EST_SEED)
     model, x, cfg = _load(run_dir, n)
     if kind == "typical":
-        if cfg.model.likelihood != "bernoulli":
+        if cfg.model.likelihood.name != "bernoulli":
             return {"skipped": "the typical reference is written for a Bernoulli likelihood"}
 
         def est(xs, kk):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import inspect
 import io
 import itertools
 import math
@@ -213,7 +212,7 @@ def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
     TrainConfig fields of a variant (precision, compile, fused)."""
     import dataclasses
 
-    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from vaekit.config import DataConfig, RunConfig, TrainConfig
     from vaekit.train import train
 
     missing = set(extra) - {f.name for f in dataclasses.fields(TrainConfig)}
@@ -221,7 +220,7 @@ def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
         return {"skipped": f"this vaekit's TrainConfig has no {sorted(missing)}"}
     cfg = RunConfig(
         data=DataConfig(name="fashion-mnist", val_fraction=0.0, limit=limit),
-        model=ModelConfig(latent_dim=20, hidden=[400], likelihood="bernoulli"),
+        model=_classic_config(),
         train=TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR, seed=SEED, device="cpu",
                           **extra))
     with tempfile.TemporaryDirectory() as tmp, _quiet():
@@ -238,7 +237,7 @@ def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
             "train_call_seconds": round(total, 2), "final_train_loss": rows[-1]["train_loss"],
             "train_peak_rss_mb": round(rss_mb(), 1),  # before the test evaluation below
             "test_neg_elbo": round(_test_neg_elbo(res.model, _test_set()), 3),
-            "train_config": vars(cfg.train),
+            "train_config": dataclasses.asdict(cfg.train), "fast_path": res.fast_path,
             "notes": f"vaekit.train.train, {len(rows[1:]) or 1} timed epoch(s) of "
                      f"{len(res.data.train_raw)} images after 1 warm-up epoch"}
 
@@ -317,12 +316,18 @@ def _test_neg_elbo(model, test) -> float:
     return value
 
 
-def _vaekit_classic(latent: int = 20, hidden: int = 400):
+def _classic_config(latent: int = 20, hidden: int = 400, **extra: Any):
+    """The classic MLP VAE's ModelConfig: 784-hidden-latent, ReLU, Bernoulli."""
     from vaekit.config import ModelConfig
+
+    return ModelConfig(latent_dim=latent, arch={"name": "mlp", "hidden": [hidden]},
+                       likelihood="bernoulli", **extra)
+
+
+def _vaekit_classic(latent: int = 20, hidden: int = 400):
     from vaekit.models import build_model
 
-    return build_model(ModelConfig(latent_dim=latent, hidden=[hidden], likelihood="bernoulli",
-                                   data_shape=[28, 28]))
+    return build_model(_classic_config(latent, hidden, data_shape=[28, 28]))
 
 
 def ttq_reference(epochs: int, limit: int = 0) -> dict[str, Any]:
@@ -357,27 +362,32 @@ def ttq_reference(epochs: int, limit: int = 0) -> dict[str, Any]:
 
 
 def ttq_vaekit(train_fields: dict[str, Any], limit: int = 0) -> dict[str, Any]:
-    """vaekit.train.train() with the given TrainConfig fields (batch size, lr, schedule...);
-    its per-epoch validation is redirected to the fixed test set so the curve comes from
-    train()'s own loop (whatever schedule the preset adds) and its history 'seconds'
-    (training loop only)."""
-    import vaekit.train.trainer as trainer
-    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    """vaekit's setup_run + fit with the given TrainConfig fields (batch size, lr,
+    schedule...) and one callback that scores the fixed test set after every epoch, so the
+    curve comes from fit's own loop (whatever schedule the preset adds) and its history
+    'seconds' (training loop only: the callback's figures are taken after the clock stops)."""
+    import dataclasses
+
+    from vaekit.config import DataConfig, RunConfig, TrainConfig
+    from vaekit.train import Callback, fit, setup_run
 
     test = _test_set()
-    trainer.validate = lambda model, data, cfg: {"val_elbo": -_test_neg_elbo(model, test)}
-    cfg = RunConfig(
-        data=DataConfig(name="fashion-mnist", val_fraction=0.0, limit=limit),
-        model=ModelConfig(latent_dim=20, hidden=[400], likelihood="bernoulli"),
-        train=TrainConfig(**{"seed": SEED, "device": "cpu", **train_fields}))
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
-        res = trainer.train(cfg, run_dir=Path(tmp) / "run", progress=False)
+
+    class TestELBO(Callback):
+        def epoch_metrics(self, run):
+            return {"test_neg_elbo": _test_neg_elbo(run.model, test)}
+
+    cfg = RunConfig(data=DataConfig(name="fashion-mnist", val_fraction=0.0, limit=limit),
+                    model=_classic_config(),
+                    train=TrainConfig(**{"seed": SEED, "device": "cpu", **train_fields}))
+    run = fit(setup_run(cfg), [TestELBO()])
     curve, train_s = [], 0.0
-    for r in res.history:
+    for r in run.history:
         train_s += r["seconds"]
         curve.append({"epoch": r["epoch"], "train_seconds": round(train_s, 3),
-                      "test_neg_elbo": round(-r["val_elbo"], 4)})
-    return {"curve": curve, "n_train": len(res.data.train_raw), "train_config": vars(cfg.train)}
+                      "test_neg_elbo": round(r["test_neg_elbo"], 4)})
+    return {"curve": curve, "n_train": len(run.data.train_raw),
+            "train_config": dataclasses.asdict(cfg.train), "fast_path": run.fast_path}
 
 
 def crossing(curve: list[dict[str, Any]], target: float) -> float | None:
@@ -405,58 +415,91 @@ def first_reach(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | 
 
 
 def _vaekit_parts(latent: int, hidden: int, limit: int = 0, **train_fields: Any):
-    """vaekit's building blocks as train() wires them (fp32, batch 128, Adam 1e-3, unless
-    ``train_fields`` of TrainConfig say otherwise)."""
-    import torch
+    """vaekit's building blocks from its public setup_run (fp32, batch 128, Adam 1e-3,
+    unless ``train_fields`` of TrainConfig say otherwise): (run, step(batch), loader)."""
+    from vaekit.config import DataConfig, RunConfig, TrainConfig
+    from vaekit.train import setup_run
 
-    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from vaekit.data.pipeline import BatchLoader, prepare_data
-    from vaekit.models import build_model
-    from vaekit.train.trainer import make_optimizer, make_step
-
-    cfg = RunConfig(DataConfig(val_fraction=0.0, limit=limit),
-                    ModelConfig(latent_dim=latent, hidden=[hidden], likelihood="bernoulli"),
+    cfg = RunConfig(DataConfig(val_fraction=0.0, limit=limit), _classic_config(latent, hidden),
                     TrainConfig(**{"batch_size": BATCH, "lr": LR, "seed": SEED,
                                    "device": "cpu", **train_fields}))
-    data = prepare_data(cfg.data, "bernoulli", SEED)
-    cfg.model.data_shape = list(data.shape)
-    torch.manual_seed(SEED)
-    model = build_model(cfg.model).train()
-    opt = make_optimizer(model, cfg.train.lr)
-    raw_step = make_step(model, opt, cfg, torch.device("cpu"))
+    run = setup_run(cfg)
+    run.model.train()
     counter = itertools.count()
-    if len(inspect.signature(raw_step).parameters) >= 2:  # step(x, i): i = global step
 
-        def step(x):
-            return raw_step(x, next(counter))
-    else:
-        step = raw_step
-    loader = BatchLoader(data.train_raw, data.transform, data.dataset.levels,
-                         cfg.train.batch_size, torch.Generator().manual_seed(SEED + 1))
-    return model, opt, step, loader, cfg
+    def step(batch):
+        return run.step(batch, next(counter))
+
+    return run, step, run.loader
+
+
+def _vaekit_before_parts(src: str, limit: int = 0):
+    """The classic model trained by vaekit as of another commit (its ``vaekit/`` tree at
+    ``src``), wired as that version's trainer wired it (make_step(model, opt, cfg, device)
+    -> step(x, i), a BatchLoader of bare tensors). Its modules are imported under the name
+    ``vaekit`` with this tree's modules set aside, then this tree's are put back: the objects
+    built keep their own module globals."""
+    import importlib
+    import sys
+
+    import torch
+
+    def ours() -> dict[str, Any]:
+        return {k: m for k, m in sys.modules.items() if k == "vaekit" or k.startswith("vaekit.")}
+
+    saved = ours()
+    for k in saved:
+        del sys.modules[k]
+    sys.path.insert(0, src)
+    try:
+        config, pipeline, models, trainer = (importlib.import_module(f"vaekit.{m}") for m in (
+            "config", "data.pipeline", "models", "train.trainer"))  # the other tree's modules
+        cfg = config.RunConfig(
+            config.DataConfig(val_fraction=0.0, limit=limit),
+            config.ModelConfig(latent_dim=L, hidden=[H], likelihood="bernoulli"),
+            config.TrainConfig(batch_size=BATCH, lr=LR, seed=SEED, device="cpu"))
+        data = pipeline.prepare_data(cfg.data, "bernoulli", SEED)
+        cfg.model.data_shape = list(data.shape)
+        torch.manual_seed(SEED)
+        model = models.build_model(cfg.model).train()
+        opt = trainer.make_optimizer(model, LR)
+        raw_step = trainer.make_step(model, opt, cfg, torch.device("cpu"))
+        loader = pipeline.BatchLoader(data.train_raw, data.transform, data.dataset.levels,
+                                      BATCH, torch.Generator().manual_seed(SEED + 1))
+    finally:
+        sys.path.remove(src)
+        for k in ours():
+            del sys.modules[k]
+        sys.modules.update(saved)
+    counter = itertools.count()
+    return loader.epoch, lambda x: raw_step(x, next(counter))
 
 
 def bench_interleaved(names: list[str], cycles: int, chunk_steps: int, warmup: int,
-                      limit: int = 0, extra_vaekit: dict[str, dict[str, Any]] | None = None
-                      ) -> dict[str, Any]:
+                      limit: int = 0, extra_vaekit: dict[str, dict[str, Any]] | None = None,
+                      before_src: str | None = None) -> dict[str, Any]:
     """All contenders in this one process, timed by turns (common.interleaved);
-    ``extra_vaekit``: more vaekit variants, name -> TrainConfig fields."""
+    ``extra_vaekit``: more vaekit variants, name -> TrainConfig fields; ``before_src``: the
+    source tree of an earlier vaekit, timed as the contender ``vaekit-before``."""
     variants = {**VAEKIT_VARIANTS, **(extra_vaekit or {})}
-    names = [*names, *(extra_vaekit or {})]
-    setups, skipped = {}, {}
+    names = [*names, *(extra_vaekit or {}), *(["vaekit-before"] if before_src else [])]
+    setups, skipped, fast = {}, {}, {}
     for name in names:
-        if name == "pythae":
+        if name == "vaekit-before":
+            setups[name] = _vaekit_before_parts(before_src, limit)
+        elif name == "pythae":
             try:
                 setups[name] = setup_pythae(limit)
             except ImportError:
                 skipped[name] = "pythae is not installed (pip install -e '.[bench]')"
         elif name in variants:
-            _, _, step, loader, _ = _vaekit_parts(L, H, limit, **variants[name])
-            setups[name] = (loader.epoch, step)
+            run, step, loader = _vaekit_parts(L, H, limit, **variants[name])
+            setups[name], fast[name] = (loader.epoch, step), run.fast_path
         else:
             setups[name] = {"pytorch-examples": setup_pytorch_examples,
                             "tensor-loop": setup_tensor_loop}[name](limit)
-    return {"results": interleaved(setups, cycles, chunk_steps, warmup), "skipped": skipped}
+    return {"results": interleaved(setups, cycles, chunk_steps, warmup), "skipped": skipped,
+            "fast_path": fast}
 
 
 def bench_scaling(configs: list[dict[str, int]], cycles: int, chunk_steps: int,
@@ -465,7 +508,7 @@ def bench_scaling(configs: list[dict[str, int]], cycles: int, chunk_steps: int,
     ``n_train`` rows also give the seconds of one epoch at that rate."""
     setups = {}
     for i, c in enumerate(configs):
-        _, _, step, loader, _ = _vaekit_parts(c["latent"], c["hidden"], c.get("n_train", 0))
+        _, step, loader = _vaekit_parts(c["latent"], c["hidden"], c.get("n_train", 0))
         setups[str(i)] = (loader.epoch, step)
     timed = interleaved(setups, cycles, chunk_steps, warmup)
     rows = []
@@ -484,14 +527,12 @@ MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::mat
 
 
 def bench_profile(steps: int, warmup: int, repeats: int = 5) -> dict[str, Any]:
-    """torch.profiler over ``steps`` vaekit steps (make_step); self CPU time by category.
-    Profiled ``repeats`` times: the quietest (lowest wall) profile is reported."""
+    """torch.profiler over ``steps`` vaekit steps (setup_run's step); self CPU time by
+    category. Profiled ``repeats`` times: the quietest (lowest wall) profile is reported."""
     from torch.profiler import ProfilerActivity, profile
 
-    import vaekit.train.trainer as trainer
-
-    model, _, step, loader, cfg = _vaekit_parts(20, 400)
-    fused = bool(getattr(trainer, "use_fused", lambda m, c: False)(model, cfg))
+    run, step, loader = _vaekit_parts(20, 400)
+    fused = run.fast_path == "on"
 
     def batches(n: int) -> list:
         epochs = (x for _ in itertools.count() for x in loader.epoch())
@@ -578,6 +619,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default 3; 1 with --quick)")
     p.add_argument("--compile", action="store_true",
                    help="in --quick mode, also run vaekit-compile (skipped there by default)")
+    p.add_argument("--before", metavar="GIT_REV", default=None,
+                   help="interleaved: also time the classic model trained by vaekit as of this "
+                        "git revision (contender vaekit-before), e.g. to show that a change "
+                        "lost no speed")
     p.add_argument("--ttq-preset", default="fast",
                    help="vaekit.config.PRESETS entry of the time-to-quality run (default: fast)")
     p.add_argument("--ttq-batch-size", type=int, default=None, help="override the preset")
@@ -644,13 +689,17 @@ def run_interleaved(a, q: bool, rec: dict[str, Any]) -> None:
 
     # the time-to-quality preset too: its own batch size and schedule change the step
     extra = {f"vaekit-{a.ttq_preset}": PRESETS[a.ttq_preset]["train"]} if "vaekit" in names else {}
-    print(f"  interleaved: {', '.join([*names, *extra])} ...", flush=True)
-    out = isolated(bench_interleaved, a.threads, env=vaekit_env("vaekit"), names=names,
-                   cycles=cycles, chunk_steps=chunk, warmup=a.warmup, limit=6400 if q else 0,
-                   extra_vaekit=extra)
+    before = [f"vaekit-before ({a.before})"] if a.before else []
+    print(f"  interleaved: {', '.join([*names, *extra, *before])} ...", flush=True)
+    with _source_tree(a.before) as src:
+        out = isolated(bench_interleaved, a.threads, env=vaekit_env("vaekit"), names=names,
+                       cycles=cycles, chunk_steps=chunk, warmup=a.warmup,
+                       limit=6400 if q else 0, extra_vaekit=extra, before_src=src)
     rec["interleaved"] = out
     if "results" not in out:
         return
+    if a.before:
+        out["before_rev"] = a.before
     res, rows = out["results"], []
     cyc = {name: r["cycle_images_per_s"] for name, r in res.items()}
     for name, r in res.items():
@@ -678,6 +727,29 @@ def run_interleaved(a, q: bool, rec: dict[str, Any]) -> None:
                 f"\nTraining throughput, interleaved in one process ({cycles} cycles of {chunk} "
                 "steps per contender; ratios = median of same-cycle ratios, and of the fastest "
                 "cycles)", digits=2))
+    if "vaekit-before" in cyc and "vaekit" in cyc:
+        out["vaekit_over_before"] = paired_ratio(cyc["vaekit"], cyc["vaekit-before"])
+        out["vaekit_over_before_fastest"] = round(max(cyc["vaekit"]) / max(cyc["vaekit-before"]),
+                                                  3)
+        print(f"  vaekit (this tree) / vaekit at {a.before}: {out['vaekit_over_before']:.3f} "
+              f"(median of same-cycle ratios; fastest cycles "
+              f"{out['vaekit_over_before_fastest']:.3f})")
+
+
+@contextlib.contextmanager
+def _source_tree(rev: str | None):
+    """The ``vaekit/`` tree of git revision ``rev``, extracted into a temporary folder."""
+    if rev is None:
+        yield None
+        return
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(root), "archive", rev, "vaekit"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield tmp
 
 
 def run_throughput(a, q: bool, rec: dict[str, Any]) -> dict[str, Any]:

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from vaekit.config import DataConfig, RunConfig, TrainConfig
-from vaekit.data.pipeline import prepare_data
 from vaekit.evaluation.metrics import to_bits_per_dim
 from vaekit.evaluation.run import EvalOptions, run_evaluation
-from vaekit.train import load_model, train
+from vaekit.run import open_run
+from vaekit.train import train
 from vaekit.viz import save_loglik_curve
 
 
@@ -102,15 +102,14 @@ def main() -> None:
         plot(saved, args.out)
         return
     run, train_s = get_run(args)
-    model, cfg = load_model(run)
-    data = prepare_data(cfg.data, cfg.model.likelihood, cfg.train.seed)
+    model, cfg, data = open_run(run, "cpu")
     opts = EvalOptions(k=0, loglik=args.loglik, naive=args.naive, kde=True, diagnostics=True,
                        kde_max_train=args.kde_max_train)
     res = run_evaluation(model, data, opts)
     m = cfg.model
     meta = {"run": str(run), "train_seconds": train_s, "torch": torch.__version__,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-            "config": (f"Model: MLP {m.hidden}, latent {m.latent_dim}, {m.likelihood}; "
+            "config": (f"Model: MLP {m.arch.hidden}, latent {m.latent_dim}, {m.likelihood.name}; "
                        f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
                        f"Adam lr {cfg.train.lr}")}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ class PreparedData:
     test: Batch  # (M, *shape)
     protocol: str  # sentence printed beside every number
     likelihood: LikelihoodSpec  # the likelihood class the protocol serves
+    val_raw: torch.Tensor | None = None  # (V, *shape) as stored (for other transforms)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -62,6 +63,7 @@ class PreparedData:
 
     def to(self, device: torch.device) -> PreparedData:
         self.train_raw = self.train_raw.to(device)
+        self.val_raw = None if self.val_raw is None else self.val_raw.to(device)
         self.train_y = None if self.train_y is None else self.train_y.to(device)
         self.val, self.test = self.val.to(device), self.test.to(device)
         return self
@@ -94,7 +96,7 @@ def prepare_data(cfg: DataConfig, likelihood: str | LikelihoodSpec, seed: int) -
     val = Batch(fixed_transform(held.x, transform, ds.levels, cfg.eval_seed), held.y)
     test = Batch(fixed_transform(ds.test, transform, ds.levels, cfg.eval_seed + 1), ds.test_y)
     return PreparedData(ds, transform, keep.x, keep.y, val, test,
-                        protocol(transform, lik, ds.levels, cfg.eval_seed), lik)
+                        protocol(transform, lik, ds.levels, cfg.eval_seed), lik, held.x)
 
 
 def fixed_transform(x: torch.Tensor, transform: str, levels: int | None,
@@ -145,15 +147,16 @@ class BatchLoader:
         else:
             self.generator.set_state(self.epoch_state)
         perm = torch.randperm(len(self.raw), generator=self.generator, device=self.raw.device)
-        shuffled = Batch(self.raw, self.labels)[perm]  # one gather per epoch; batches are views
+        xs = self.raw[perm]  # one gather per epoch; batches below are views
+        ys = None if self.labels is None else self.labels[perm]
         if resume is not None:
             if self.step > 0:  # mid-epoch: continue the noise stream after batch `step`
                 self.generator.set_state(resume)
             self._resume_state = None
         for i in range(self.step, len(self)):
-            part = shuffled[i * self.batch_size : (i + 1) * self.batch_size]
+            rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
             self.step = i + 1
-            yield Batch(apply_transform(self.transform, part.x, self.levels, self.generator),
-                        part.y)
+            x = apply_transform(self.transform, xs[rows], self.levels, self.generator)
+            yield Batch(x, None if ys is None else ys[rows])
         self.step = 0
         self.epoch_state = self.generator.get_state()

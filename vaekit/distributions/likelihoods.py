@@ -60,9 +60,13 @@ class Likelihood(nn.Module):
         return None
 
     @classmethod
-    def kde_kernel(cls, transform: str) -> str:
-        """Kernel of the KDE baseline that is comparable with this likelihood."""
-        return "gaussian"
+    def kde_protocol(cls, transform: str, levels: int | None,
+                     dim: int) -> tuple[str, str, float | None]:
+        """(kernel, data transform, bits/dim offset) of a KDE baseline comparable with this
+        likelihood: a Gaussian kernel on the same data by default."""
+        return "gaussian", transform, GaussianLikelihood.bpd_offset(transform, levels, dim)
+
+    pairwise_is_matmul = False  # pairwise_log_prob is one matmul (memory N*K), not N*K*D
 
     @classmethod
     def protocol_note(cls, transform: str, levels: int | None) -> str:
@@ -71,9 +75,12 @@ class Likelihood(nn.Module):
 
     # ---- the model
 
-    def __init__(self, decoder: nn.Module, event_shape: Sequence[int]) -> None:
+    def __init__(self, decoder: nn.Module, event_shape: Sequence[int],
+                 levels: int | None = None) -> None:
+        """``levels``: quantization levels of the data (256 for 8-bit), None if continuous."""
         super().__init__()
         self.decoder, self.event_shape = decoder, tuple(event_shape)
+        self.levels = levels or None
         self.event_dims = tuple(range(-len(self.event_shape), 0))
 
     def params(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
@@ -160,8 +167,11 @@ class BernoulliLikelihood(Likelihood):
         return 0.0  # a pmf of binary data: check_data admits nothing else
 
     @classmethod
-    def kde_kernel(cls, transform: str) -> str:
-        return "bernoulli"
+    def kde_protocol(cls, transform: str, levels: int | None,
+                     dim: int) -> tuple[str, str, float | None]:
+        return "bernoulli", transform, 0.0  # the product-Bernoulli kernel: a pmf too
+
+    pairwise_is_matmul = True
 
     @classmethod
     def protocol_note(cls, transform: str, levels: int | None) -> str:
@@ -191,6 +201,8 @@ class BernoulliLikelihood(Likelihood):
 
 class GaussianLikelihood(Likelihood):
     """Base of the Gaussian likelihoods: N(x; mu(z), diag(exp(noise_log_var())))."""
+
+    pairwise_is_matmul = True
 
     @classmethod
     def bpd_offset(cls, transform: str, levels: int | None, dim: int) -> float | None:
@@ -266,8 +278,9 @@ class FixedGaussianLikelihood(GaussianLikelihood):
     -log p(x|z) = |x - mu|^2 / (2 sigma^2) + D log(sigma sqrt(2 pi)).
     """
 
-    def __init__(self, decoder: nn.Module, event_shape: Sequence[int], sigma: float = 1.0) -> None:
-        super().__init__(decoder, event_shape)
+    def __init__(self, decoder: nn.Module, event_shape: Sequence[int], levels: int | None = None,
+                 *, sigma: float = 1.0) -> None:
+        super().__init__(decoder, event_shape, levels)
         self.register_buffer("log_var", torch.tensor(2 * math.log(sigma)))
 
     def noise_log_var(self) -> torch.Tensor:
@@ -298,9 +311,9 @@ class GammaGaussianLikelihood(GaussianLikelihood):
     As gamma -> 0 the model can concentrate on a data manifold; gamma is stored as log gamma.
     """
 
-    def __init__(self, decoder: nn.Module, event_shape: Sequence[int],
-                 gamma_init: float = 1.0) -> None:
-        super().__init__(decoder, event_shape)
+    def __init__(self, decoder: nn.Module, event_shape: Sequence[int], levels: int | None = None,
+                 *, gamma_init: float = 1.0) -> None:
+        super().__init__(decoder, event_shape, levels)
         self.log_gamma = nn.Parameter(torch.tensor(math.log(gamma_init)))
 
     def noise_log_var(self) -> torch.Tensor:
@@ -318,9 +331,9 @@ class GammaGaussianLikelihood(GaussianLikelihood):
 class DiagGaussianLikelihood(GaussianLikelihood):
     """N(x; mu(z), diag(v)) with a learned variance v_j per data dimension (not per z)."""
 
-    def __init__(self, decoder: nn.Module, event_shape: Sequence[int],
-                 gamma_init: float = 1.0) -> None:
-        super().__init__(decoder, event_shape)
+    def __init__(self, decoder: nn.Module, event_shape: Sequence[int], levels: int | None = None,
+                 *, gamma_init: float = 1.0) -> None:
+        super().__init__(decoder, event_shape, levels)
         self.log_var = nn.Parameter(torch.full(self.event_shape, math.log(gamma_init)))
 
     def noise_log_var(self) -> torch.Tensor:

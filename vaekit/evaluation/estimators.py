@@ -75,6 +75,18 @@ def plan_chunks(n_pairs_budget: int, n_examples: int, k: int) -> tuple[int, int]
     return batch, chunk
 
 
+def plan_prior_chunks(model: VAE, n_examples: int, k: int, memory_mb: float) -> tuple[int, int]:
+    """(examples per batch, shared samples per chunk) of the prior proposal: a matmul form
+    of log p(x_n|z_k) holds (batch, chunk) float64s, a broadcast one (batch, chunk, D)."""
+    d = math.prod(model.event_shape)
+    budget = memory_mb * 2**20
+    if model.likelihood.pairwise_is_matmul:
+        batch = min(n_examples, 2048)
+        return batch, max(1, min(k, 1024, int(budget / (8 * (batch + 2 * d)))))
+    batch = min(n_examples, 64)
+    return batch, max(1, min(k, 1024, int(budget / (16 * d * (batch + 1)))))
+
+
 def pair_bytes(model: VAE) -> int:
     """Rough bytes of activations per (sample, example) pair in a decoder pass."""
     n_hidden = sum(m.out_features for m in model.likelihood.decoder.modules()
@@ -149,10 +161,9 @@ def estimate_log_px(model: VAE, data: Batch | torch.Tensor, k: int, proposal: st
     data = as_batch(data)
     cuts = sorted({kk for kk in prefix_ks if 0 < kk < k})
     if proposal == "prior":
-        d = math.prod(model.event_shape)
-        batch = batch_size or min(len(data), 2048)
-        chunk = chunk_size or max(1, min(k, 1024, int(memory_mb * 2**20 / (8 * (batch + 2 * d)))))
-        return _prior_estimate(model, data, k, seed, batch, chunk, cuts)
+        b_auto, c_auto = plan_prior_chunks(model, len(data), k, memory_mb)
+        return _prior_estimate(model, data, k, seed, batch_size or b_auto, chunk_size or c_auto,
+                               cuts)
     b_auto, c_auto = plan_chunks(int(memory_mb * 2**20 / pair_bytes(model)), len(data), k)
     return _encoder_estimate(model, data, k, seed, batch_size or b_auto, chunk_size or c_auto,
                              cuts)

@@ -70,32 +70,50 @@ def kde_section(model: VAE, data: PreparedData, x: Batch, opts: EvalOptions) -> 
     """KDE of the training data (bandwidth chosen on validation data) and the Parzen-window
     estimate of the model's density from its samples, in the units of the data protocol.
 
-    Binary data (Bernoulli protocol) use the product-Bernoulli kernel, a proper pmf; other
-    data the Gaussian kernel. Model samples are draws x ~ p(x|z), z ~ p(z).
+    The likelihood names the comparable KDE (``kde_protocol``): the product-Bernoulli kernel
+    (a pmf) for binary data, a Gaussian kernel otherwise, on dequantized data where the
+    likelihood is a pmf of quantized values. Model samples are draws x ~ p(x|z), z ~ p(z).
     """
-    kernel = data.likelihood.kde_kernel(data.transform)
+    kernel, kde_t, offset = data.likelihood.kde_protocol(data.transform, data.levels, data.dim)
     g = torch.Generator().manual_seed(opts.seed)
     n = min(opts.kde_max_train, len(data.train_raw))
     idx = torch.randperm(len(data.train_raw), generator=g)[:n].to(data.train_raw.device)
-    # a seed of its own: the val/test draws use eval_seed and eval_seed + 1
-    train = fixed_transform(data.train_raw[idx], data.transform, data.dataset.levels,
-                            opts.seed + 1000)
-    kde = kde_baseline(train, data.val.x, x.x, bpd_offset=data.bpd_offset, kernel=kernel)
+    # seeds of their own: the val/test draws of the run use eval_seed and eval_seed + 1
+    train = fixed_transform(data.train_raw[idx], kde_t, data.levels, opts.seed + 1000)
+    val, test = data.val.x, x.x
+    if kde_t != data.transform:  # e.g. a pmf of 8-bit values vs a KDE of dequantized ones
+        raw_x = data.dataset.test if opts.split == "test" else data.val_raw
+        val = fixed_transform(data.val_raw, kde_t, data.levels, opts.seed + 1001)
+        test = fixed_transform(raw_x, kde_t, data.levels, opts.seed + 1002)
+    kde = kde_baseline(train, val, test, bpd_offset=offset, kernel=kernel)
     y = None
     if model.conditional:  # samples of p(x) = sum_y p(y) p(x|y), labels as often as in the data
         y = data.train_y[torch.randint(len(data.train_y), (n,), generator=g)]
     torch.manual_seed(opts.seed)
-    samples = model.sample(n, mean=False, y=y)
-    h, _ = select_bandwidth(samples, data.val.x, kernel=kernel)
+    samples = _in_kde_space(model.sample(n, mean=False, y=y), data, kde_t, opts.seed + 1003)
+    h, _ = select_bandwidth(samples, val, kernel=kernel)
     grid = sorted({min(h * f, 0.49) if kernel == "bernoulli" else h * f
                    for f in (0.25, 0.5, 1.0, 2.0, 4.0)})
-    parzen = parzen_log_likelihood(samples, x.x, grid, kernel=kernel)
+    parzen = parzen_log_likelihood(samples, test, grid, kernel=kernel)
     out = {k: v for k, v in asdict(kde).items() if k != "table"}
     out["bandwidth_table"] = [[h_, ll] for h_, ll in kde.table]
     out["summary"] = kde.summary()
+    out["transform"] = kde_t
     out["parzen"] = {"kernel": kernel, "samples": "draws x ~ p(x|z), z ~ p(z)",
                      "bandwidth_chosen_on_val": h, "bandwidths": parzen.bandwidths,
                      "n_samples": parzen.n_samples, "log_lik": parzen.log_lik.tolist(),
                      "log_lik_se": parzen.log_lik_se.tolist(),
                      "note": parzen_sensitivity_note(parzen)}
     return out
+
+
+def _in_kde_space(samples: torch.Tensor, data: PreparedData, kde_t: str,
+                  seed: int) -> torch.Tensor:
+    """Model samples (in the run's data space) as the KDE sees data: the same, or, for
+    scaled quantized values, back to levels and then through the KDE's transform."""
+    if kde_t == data.transform:
+        return samples
+    if data.transform != "scale" or not data.levels:
+        raise ValueError(f"no map from {data.transform!r} data to a {kde_t!r} KDE")
+    stored = (samples * (data.levels - 1)).round().clamp(0, data.levels - 1)
+    return fixed_transform(stored.to(torch.int64), kde_t, data.levels, seed)

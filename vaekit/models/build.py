@@ -34,8 +34,8 @@ def build_vae(cfg: ModelConfig) -> VAE:
                               "use a dataset with labels (IDX label files, NPZ y arrays) or "
                               "drop --conditional")
         condition = LabelEmbedding(cfg.num_classes, cfg.label_dim)
-    return VAE(GaussianEncoder(enc_net, L), LIKELIHOODS.build(cfg.likelihood, dec_net, shape),
-               PRIORS.build(cfg.prior, L), condition)
+    likelihood = LIKELIHOODS.build(cfg.likelihood, dec_net, shape, cfg.data_levels or None)
+    return VAE(GaussianEncoder(enc_net, L), likelihood, PRIORS.build(cfg.prior, L), condition)
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
