@@ -14,7 +14,7 @@ def test_components_parse_from_names_and_mappings():
                                          "arch": {"hidden": [8, 4], "activation": "tanh"},
                                          "prior": {"name": "mog", "components": 3}},
                                "train": {"objective": {"name": "iwae", "k": 7}, "lr": 1}})
-    assert cfg.model.likelihood.name == "gaussian-gamma" and cfg.model.likelihood.gamma_init == 1.0
+    assert cfg.model.likelihood.name == "gaussian-gamma" and cfg.model.likelihood.gamma_init is None
     assert cfg.model.arch.name == "mlp" and cfg.model.arch.hidden == [8, 4]  # default name kept
     assert cfg.model.prior.components == 3 and cfg.train.objective.k == 7
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)  # an int is a valid float

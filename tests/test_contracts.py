@@ -57,6 +57,10 @@ CASES["model:conditional-mog"] = {"model": {"conditional": True, "prior": "mog"}
 CASES["network:mlp-tanh"] = {"model": {"arch": {"name": "mlp", "hidden": [16],
                                                 "activation": "tanh"}}}
 CASES["network:mlp-linear"] = {"model": {"arch": {"name": "mlp", "hidden": []}}}
+CASES["network:mlp-skip"] = {"model": {"arch": {"name": "mlp", "hidden": [16, 8], "skip": True}}}
+CASES["network:conv-small"] = {"model": {"arch": {"name": "conv", "channels": [4], "fc": 16}}}
+CASES["network:resnet-conditional"] = {"model": {"arch": {"name": "resnet", "channels": [4, 8],
+                                                          "fc": 16}, "conditional": True}}
 
 
 def _outputs(model: nn.Module, test: Batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,7 +35,8 @@ TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
      "activation: relu, elu, gelu, tanh, silu, softplus"),
     ("--likelihood", "model.likelihood.name", str, "p(x|z): {likelihoods}"),
     ("--sigma", "model.likelihood.sigma", float, "std of the fixed Gaussian likelihood"),
-    ("--gamma-init", "model.likelihood.gamma_init", float, "initial learned variance (gamma)"),
+    ("--gamma-init", "model.likelihood.gamma_init", float,
+     "initial learned variance (gamma); None = the training data's variance"),
     ("--prior", "model.prior.name", str, "p(z): {priors}"),
     ("--epochs", "train.epochs", int, "training epochs"),
     ("--batch-size", "train.batch_size", int, "mini-batch size"),
@@ -97,6 +98,13 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                        help=f"{text.format(**names)} (default: {_flag_default(path)})")
     p.add_argument("--conditional", action="store_const", const=True, default=None,
                    help="condition encoder and decoder on the data's labels (default: off)")
+    p.add_argument("--two-stage", action="store_true",
+                   help="then fit stage 2 of the two-stage VAE (Dai & Wipf) to the codes, into "
+                        "RUN_DIR/stage2\n(settings: the config file's stage2 section)")
+    p.add_argument("--stage2-epochs", type=int, default=None,
+                   help="epochs of stage 2 (default: 40)")
+    p.add_argument("--stage2", type=Path, metavar="RUN_DIR", default=None,
+                   help="fit (or continue) stage 2 of the finished run in RUN_DIR")
     p.add_argument("--compile", action="store_const", const=True, default=None,
                    help="torch.compile the loss, forward and backward (default: off)")
     p.add_argument("--no-fused", action="store_true",
@@ -125,6 +133,9 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
                    help="training examples used as KDE centers (default: 10000)")
     p.add_argument("--diagnostics", action="store_true",
                    help="active units, KL per latent dimension, posterior-collapse warning")
+    p.add_argument("--generation", type=int, default=0, metavar="N",
+                   help="Fréchet distance and precision/recall of N samples vs N test images "
+                        "in vaekit's feature space (default: 0 = off; e.g. 10000)")
     p.add_argument("--split", choices=["test", "val"], default="test", help="(default: test)")
     p.add_argument("--memory-mb", type=float, default=1024, help="memory budget (default: 1024)")
     p.add_argument("--seed", type=int, default=0, help="evaluation noise seed (default: 0)")
@@ -172,7 +183,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     given = [(path, getattr(args, flag[2:].replace("-", "_"))) for flag, path, _, _ in TRAIN_FLAGS]
     given += [("model.conditional", args.conditional), ("train.compile", args.compile),
-              ("train.fused", False if args.no_fused else None)]
+              ("train.fused", False if args.no_fused else None),
+              ("stage2.train.epochs", args.stage2_epochs)]
     for path, value in given:
         if value is not None:
             *parents, key = path.split(".")
@@ -180,6 +192,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
             for part in parents:
                 node = node.setdefault(part, {})
             node[key] = value
+    if args.two_stage:
+        out.setdefault("stage2", {})
     return out
 
 
@@ -190,6 +204,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     flags = _flag_overrides(args)
     if args.checkpoint_every < 0:
         raise ConfigError("--checkpoint-every must be >= 0", "pass 0 to checkpoint per epoch only")
+    if args.stage2:
+        return _fit_stage2(args, flags)
     if args.resume:
         cfg = resume_config(args.resume, flags, preset=args.preset, config_file=args.config,
                             out=args.out)
@@ -208,12 +224,29 @@ def cmd_train(args: argparse.Namespace) -> None:
           "train.log)")
 
 
+def _fit_stage2(args: argparse.Namespace, flags: dict[str, Any]) -> None:
+    from vaekit.run import stage2_config
+    from vaekit.train.stages import fit_stage2
+
+    stage2 = stage2_config(args.stage2, flags, other_flags=bool(args.resume or args.out
+                                                                 or args.config or args.preset))
+    args.interrupted = f"interrupted; continue stage 2 with `vaekit train --stage2 {args.stage2}`"
+    run = fit_stage2(args.stage2, stage2, progress=not args.no_progress, echo=True,
+                     checkpoint_every=args.checkpoint_every)
+    last = run.history[-1] if run.history else {}
+    print(f"stage 2 fitted to the stage-1 codes of {args.stage2}: validation ELBO of the codes "
+          f"{last.get('val_elbo', float('nan')):.3f} nats/example, gamma_z "
+          f"{last.get('gamma', float('nan')):.4g}")
+    print(f"run directory: {args.stage2} (stage 2 in {args.stage2 / 'stage2'}); `vaekit sample "
+          f"{args.stage2}` now generates through both stages")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from vaekit.evaluation.report import format_full_report
     from vaekit.evaluation.run import EvalOptions, run_evaluation
     from vaekit.viz import save_loglik_curve
 
-    for flag in ("k", "loglik", "naive", "kde_max_train"):
+    for flag in ("k", "loglik", "naive", "kde_max_train", "generation"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0", "pass 0 to turn it off")
     if args.memory_mb <= 0:
@@ -225,7 +258,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     opts = EvalOptions(split=args.split, k=args.k, loglik=args.loglik, naive=args.naive,
                        kde=args.kde, kde_max_train=args.kde_max_train,
                        diagnostics=args.diagnostics, memory_mb=args.memory_mb, seed=args.seed,
-                       batch_size=cfg.train.eval_batch_size)
+                       batch_size=cfg.train.eval_batch_size, generation=args.generation)
     res = run_evaluation(model, data, opts)
     res["likelihood"] = cfg.model.likelihood.name
     path = args.json or args.run / f"eval-{args.split}.json"

@@ -139,6 +139,31 @@ class TrainConfig:
         self.objective.validate()
 
 
+def _stage2_model() -> ModelConfig:
+    """Dai & Wipf's stage 2: 3 dense layers of 1024 with the input concatenated before the
+    output heads, its own learned gamma; latent_dim 0 = stage 1's latent size."""
+    return ModelConfig(latent_dim=0, likelihood="gaussian-gamma",
+                       arch={"name": "mlp", "hidden": [1024, 1024, 1024], "skip": True})
+
+
+@dataclass
+class Stage2Config:
+    """The second VAE of a two-stage run (Dai & Wipf 2019), fitted to stage 1's codes
+    z = mu + sigma * eps (redrawn at every visit) and used as stage 1's prior."""
+
+    model: ModelConfig = field(default_factory=_stage2_model)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
+    noise: bool = False  # generate z with p2(z|u)'s noise gamma_z (default: its mean)
+
+    def validate(self) -> None:
+        if self.model.latent_dim < 0:
+            raise ConfigError(f"stage2.model.latent_dim must be >= 0, got "
+                              f"{self.model.latent_dim}", "0 = the stage-1 latent size")
+        if self.model.latent_dim:
+            self.model.validate()
+        self.train.validate()
+
+
 @dataclass
 class RunConfig:
     """Everything needed to rebuild a run: written to ``RUN_DIR/config.json``."""
@@ -146,12 +171,15 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    stage2: Stage2Config | None = None  # a two-stage run: stage 2 after stage 1
     version: str = __version__
 
     def validate(self) -> RunConfig:
         self.data.validate()
         self.model.validate()
         self.train.validate()
+        if self.stage2 is not None:
+            self.stage2.validate()
         if self.train.objective.name == "iwae" and self.train.beta != 1.0:
             raise ConfigError("the IWAE bound has no KL term for --beta to weight",
                               "drop --beta, or use --objective elbo")
@@ -203,6 +231,11 @@ def parse(kind: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(kind):
         return _parse_dataclass(kind, value, path)
     if _is_union(kind):
+        members = [m for m in typing.get_args(kind) if m is not type(None)]
+        if value is None and len(members) < len(typing.get_args(kind)):
+            return None
+        if len(members) == 1:  # Optional[T]: T's own error names the offending key
+            return parse(members[0], value, path)
         for member in typing.get_args(kind):
             try:
                 return parse(member, value, path)

@@ -113,10 +113,10 @@ class Registry:
 
 
 MODELS = Registry("model", ("vaekit.models.build",))
-NETWORKS = Registry("network architecture", ("vaekit.nn.mlp",))
+NETWORKS = Registry("network architecture", ("vaekit.nn.mlp", "vaekit.nn.conv"))
 LIKELIHOODS = Registry("likelihood", ("vaekit.distributions.likelihoods",))
 PRIORS = Registry("prior", ("vaekit.distributions.priors",))
-OBJECTIVES = Registry("objective", ("vaekit.objectives.elbo",))
+OBJECTIVES = Registry("objective", ("vaekit.objectives.elbo", "vaekit.objectives.score"))
 ALL = (MODELS, NETWORKS, LIKELIHOODS, PRIORS, OBJECTIVES)
 
 

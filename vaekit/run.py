@@ -8,6 +8,7 @@ checkpoint, so a resumed run continues the run that was saved.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaekit.config import PRESETS, RunConfig, load_config_file, merge
+from vaekit.config import PRESETS, RunConfig, Stage2Config, load_config_file, merge
 from vaekit.data.pipeline import PreparedData, prepare_data
 from vaekit.errors import CheckpointError, ConfigError, VaekitError
 from vaekit.train.checkpoint import load_model, load_run_config
 from vaekit.train.loop import resolve_device
 
-RESUMABLE = {"train.epochs", "train.compile", "train.fused"}  # recorded in config.json
+RESUMABLE = {"train.epochs", "train.compile", "train.fused",  # recorded in config.json
+             "stage2.train.epochs"}
 
 
 def configure(overrides: dict[str, Any], preset: str | None = None,
@@ -66,16 +68,34 @@ def resume_config(run_dir: Path, overrides: dict[str, Any], *, preset: str | Non
         raise CheckpointError("--resume continues a saved run and takes no --config, --preset "
                               "or --out", "drop them, or start a new run without --resume")
     cfg = load_run_config(run_dir)
+    if "stage2" in overrides and cfg.stage2 is None:
+        raise CheckpointError(f"{run_dir} is a one-stage run",
+                              f"fit a stage 2 to it with `vaekit train --stage2 {run_dir}`")
     for path, value in _dotted(overrides).items():
         saved = _get(cfg, path)
         if path in RESUMABLE:
-            section, key = path.split(".")
-            setattr(getattr(cfg, section), key, value)
+            *parents, key = path.split(".")
+            setattr(_get(cfg, ".".join(parents)), key, value)
         elif value != saved:
             raise CheckpointError(f"{path} = {value} does not match the checkpoint in "
                                   f"{run_dir} (saved: {saved})",
                                   "drop the flag to resume, or start a new run with --out")
     return cfg.validate()
+
+
+def stage2_config(run_dir: Path, overrides: dict[str, Any], other_flags: bool = False
+                  ) -> Stage2Config:
+    """The stage-2 settings for ``vaekit train --stage2 RUN_DIR``: the run's own ``stage2``
+    section (or the defaults) updated by the ``stage2`` overrides; any other flag is an error."""
+    if other_flags or set(overrides) - {"stage2"}:
+        raise ConfigError("--stage2 RUN_DIR fits stage 2 of an existing run and takes only "
+                          "stage-2 settings (--stage2-epochs)",
+                          "drop the other flags; put more stage-2 settings in the run's "
+                          "config.json stage2 section")
+    cfg = load_run_config(run_dir)
+    base = dataclasses.asdict(cfg.stage2 or Stage2Config())
+    return RunConfig.from_dict({**cfg.to_dict(), "stage2": merge(base, overrides.get(
+        "stage2", {}))}).validate().stage2
 
 
 def open_run(run_dir: Path, device: str = "auto") -> tuple[nn.Module, RunConfig, PreparedData]:

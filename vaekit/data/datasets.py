@@ -8,23 +8,50 @@ Generated sets take options after a colon: ``ring:n=20000,noise=0.05``,
 Labels are read where the data have them: IDX label files beside the images
 (``train-labels-idx1-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``), NPZ arrays ``y_train`` /
 ``y_test`` (or ``train_labels`` / ``test_labels``, or ``y`` / ``labels`` beside a single
-``x``), ``train_labels.npy`` / ``test_labels.npy`` in a folder, scikit-learn's digit classes.
+``x``), ``train_labels.npy`` / ``test_labels.npy`` in a folder, scikit-learn's digit classes,
+the class sub-folders of an image folder (:mod:`vaekit.data.images`).
+
+Every reader checks a file's declared sizes against the file and against
+:func:`vaekit.data.idx.max_data_bytes` before it allocates, and every problem with a file
+ends in one :class:`DataError` line. Stored values:
+
+- floats: continuous data, converted to float32 (NaN/Inf refused);
+- uint8: quantized images with 256 levels;
+- other integers of any width: quantized data with ``max + 1`` levels, values 0..65535
+  (negative or larger integers are refused: store continuous data as floats);
+- colour images channel-first, (N, C, H, W): a uint8 array shaped like (N, H, W, 3|4) is
+  refused with the transpose that fixes it.
 """
 
 from __future__ import annotations
 
+import lzma
+import math
 import os
+import struct
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
 from vaekit.data import toy
-from vaekit.data.idx import read_idx
+from vaekit.data.idx import (
+    MAX_BYTES_ENV,
+    check_nbytes,
+    format_bytes,
+    max_data_bytes,
+    open_data_file,
+    read_idx,
+    read_into,
+    short_reason,
+)
+from vaekit.data.images import IMAGE_SUFFIXES, ImageFolder, read_image_folder
 from vaekit.errors import DataError
 
 
@@ -84,18 +111,16 @@ def load_idx_dir(directory: Path, name: str) -> Dataset:
     if train is None or test is None:
         raise DataError(f"{directory} lacks the IDX image files of {name}",
                         f"put {IDX_NAMES['train'][0]} and {IDX_NAMES['test'][0]} there")
-    x_train, x_test = read_idx(train), read_idx(test)
+    x_train, x_test = _array(read_idx(train), train), _array(read_idx(test), test)
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(f"train {x_train.shape} and test {x_test.shape} images differ in shape",
-                        "use matching IDX files")
-    levels = 256 if x_train.dtype == np.uint8 else None
+        raise DataError(f"train {tuple(x_train.shape)} and test {tuple(x_test.shape)} images "
+                        "differ in shape", "use matching IDX files")
     y_train, y_test = _find_idx(directory, "train-labels"), _find_idx(directory, "test-labels")
     ys = (None, None)
     if y_train is not None and y_test is not None:
         ys = (_labels(read_idx(y_train), len(x_train), y_train),
               _labels(read_idx(y_test), len(x_test), y_test))
-    return Dataset(name, torch.from_numpy(x_train), torch.from_numpy(x_test), levels,
-                   str(directory), *ys)
+    return _from_arrays(name, x_train, x_test, str(directory), *ys)
 
 
 def _named_idx(name: str) -> Callable[[dict[str, str]], Dataset]:
@@ -127,21 +152,44 @@ def _option(opts: dict[str, str], key: str, kind: type, default: float, name: st
             minimum: float = 0) -> Any:
     """Pop option ``key`` converted to ``kind``, with one clear error for a bad value."""
     raw = opts.pop(key, default)
+    shown = repr(raw) if len(str(raw)) <= 40 else repr(str(raw)[:37] + "...")
+    bad = DataError(f"option {key}={shown} of dataset {name!r} is not a finite {kind.__name__}",
+                    f"write e.g. {name}:{key}={kind(default)}")
     try:
         value = kind(raw)
     except ValueError:
-        raise DataError(f"option {key}={raw!r} of dataset {name!r} is not a {kind.__name__}",
-                        f"write e.g. {name}:{key}={kind(default)}") from None
+        try:
+            number = float(raw)  # an int may be written as 1e5
+        except ValueError:
+            raise bad from None
+        if kind is not int or not number.is_integer():
+            raise bad from None
+        value = int(number)
+    if kind is float and not math.isfinite(value):
+        raise bad
     if value < minimum:
         raise DataError(f"option {key}={value} of dataset {name!r} must be >= {minimum}",
                         f"write e.g. {name}:{key}={kind(default)}")
     return value
 
 
+def _check_generated(name: str, options: str, n: int, floats_per_example: int,
+                     fixed_floats: int = 0) -> None:
+    """Refuse a generated set whose float32 work arrays (train and test, ~1.2 n examples)
+    would exceed the memory limit, before anything is allocated."""
+    need = 4 * (math.ceil(1.2 * n) * floats_per_example + fixed_floats)
+    limit = max_data_bytes()
+    if need > limit:
+        raise DataError(f"dataset {name!r} with {options} would need about {format_bytes(need)} "
+                        f"of memory, more than the limit of {format_bytes(limit)}",
+                        f"use smaller sizes, or raise the limit with {MAX_BYTES_ENV}")
+
+
 def _ring(opts: dict[str, str]) -> Dataset:
     n = _option(opts, "n", int, 10000, "ring", minimum=1)
     noise = _option(opts, "noise", float, 0.0, "ring")
     _no_more(opts, "ring")
+    _check_generated("ring", f"n={n}", n, 6 * 2)  # z, |z|, x and the noise: a few (n, 2) arrays
     train, test = toy.ring(n, seed=0, noise=noise), toy.ring(max(n // 5, 1), seed=1, noise=noise)
     return Dataset("ring", train, test, None, f"generated: ring n={n} noise={noise}")
 
@@ -154,6 +202,9 @@ def _manifold(opts: dict[str, str]) -> Dataset:
     _no_more(opts, "manifold")
     if not 0 < r <= d:
         raise DataError(f"manifold needs 0 < r <= d, got r={r}, d={d}", "e.g. manifold:r=2,d=16")
+    width = max(4 * r, d)  # toy.manifold's hidden width: (n, width) activations, (width, d) map
+    _check_generated("manifold", f"r={r}, d={d}, n={n}", n, r + 3 * width + 3 * d,
+                     width * (r + d + 1))
     train = toy.manifold(n, r, d, seed=0, noise=noise)
     test = toy.manifold(max(n // 5, 1), r, d, seed=1, noise=noise)
     return Dataset("manifold", train, test, None,
@@ -212,7 +263,7 @@ def load_dataset(spec: str) -> Dataset:
     if name in REGISTRY:
         return REGISTRY[name].loader(opts)
     path = Path(spec).expanduser()
-    if path.exists():
+    if _exists(path):
         return load_path(path)
     if os.sep in spec or "." in Path(spec).name:
         raise DataError(f"path {spec} does not exist", "check the --data path")
@@ -220,21 +271,50 @@ def load_dataset(spec: str) -> Dataset:
                     f"use one of {', '.join(REGISTRY)} or a path (see `vaekit data list`)")
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError) as err:  # e.g. a folder on the way that may not be searched
+        raise DataError(f"cannot read {path}: {short_reason(err)}",
+                        "check the --data path and its permissions") from None
+
+
 def load_path(path: Path) -> Dataset:
-    """A folder of IDX files or train/test .npy files, or one .npz / .npy / IDX file."""
+    """A folder (IDX files, train/test .npy files, or PNG/JPEG images), or one .npz / .npy /
+    IDX file."""
     if path.is_dir():
         if _find_idx(path, "train"):
             return load_idx_dir(path, path.name)
         if (path / "train.npy").is_file():
             return _npy_folder(path)
+        folder = read_image_folder(path)
+        if folder is not None:
+            return _image_dataset(path, folder)
         raise DataError(f"{path} holds no dataset vaekit can read",
-                        "put IDX files (train-images-idx3-ubyte.gz, t10k-...) or "
-                        "train.npy/test.npy in it")
-    if path.suffix == ".npz":
+                        "put IDX files (train-images-idx3-ubyte.gz, t10k-...), "
+                        "train.npy/test.npy or PNG/JPEG images (flat, or in train/ and test/) "
+                        "in it")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
         return _load_npz(path)
-    if path.suffix == ".npy":
-        return _from_split(path.stem, _array(_load_npy(path), path), None, str(path))
-    return _from_split(path.name, torch.from_numpy(read_idx(path)), None, str(path))
+    if suffix == ".npy":
+        return _from_split(path.stem, _array(read_npy(path), path), None, str(path))
+    if suffix in IMAGE_SUFFIXES:
+        raise DataError(f"{path} is a single image, not a dataset",
+                        "pass the folder that holds the images")
+    return _from_split(path.name, _array(read_idx(path), path), None, str(path))
+
+
+def _image_dataset(path: Path, folder: ImageFolder) -> Dataset:
+    """(N, H, W) grey or (N, C, H, W) colour uint8 images, with class labels where the folder
+    has class sub-folders."""
+    def tensor(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.from_numpy(a)
+
+    if folder.test is None:
+        return _from_split(path.name, tensor(folder.train), tensor(folder.train_y), folder.source)
+    return _from_arrays(path.name, tensor(folder.train), tensor(folder.test), folder.source,
+                        tensor(folder.train_y), tensor(folder.test_y))
 
 
 def _npy_folder(path: Path) -> Dataset:
@@ -243,8 +323,8 @@ def _npy_folder(path: Path) -> Dataset:
         x_file, y_file = path / f"{split}.npy", path / f"{split}_labels.npy"
         if not x_file.is_file():
             return None, None
-        x = _array(_load_npy(x_file), x_file)
-        return x, (_labels(_load_npy(y_file), len(x), y_file) if y_file.is_file() else None)
+        x = _array(read_npy(x_file), x_file)
+        return x, (_labels(read_npy(y_file), len(x), y_file) if y_file.is_file() else None)
 
     (train, train_y), (test, test_y) = arrays("train"), arrays("test")
     if test is None:
@@ -254,11 +334,53 @@ def _npy_folder(path: Path) -> Dataset:
     return _from_arrays(path.name, train, test, str(path), train_y, test_y)
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def read_npy(path: str | Path) -> np.ndarray:
+    """One array from a .npy file. Its header is read and checked first (a numeric dtype, no
+    pickled objects, the declared size against the file's size and the memory limit); only
+    then is the body allocated and read."""
+    path = Path(path)
+    with open_data_file(path, ".npy file") as f:
+        return _read_npy_stream(f, os.fstat(f.fileno()).st_size, str(path))
+
+
+# what numpy's header parser and zipfile raise on malformed input (never our DataError)
+_NPY_ERRORS = (ValueError, TypeError, SyntaxError, EOFError, OverflowError, RecursionError,
+               KeyError, tokenize.TokenError)
+_ZIP_ERRORS = (*_NPY_ERRORS, OSError, zipfile.BadZipFile, zipfile.LargeZipFile,
+               NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError, struct.error)
+
+
+def _read_npy_stream(f: BinaryIO, size: int, what: str) -> np.ndarray:
+    """The .npy layout from a stream of ``size`` bytes (a file or an npz member)."""
+    fmt, corrupt = np.lib.format, "the file is corrupt; save it again with numpy.save"
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise DataError(f"cannot read {path}: {err}", "save it with numpy.save") from None
+        version = fmt.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise DataError(f"{what} has .npy format version {version[0]}.{version[1]}, which "
+                            "vaekit does not read", "save it with numpy.save")
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
+    except _NPY_ERRORS as err:
+        raise DataError(f"{what} is not a valid .npy file ({short_reason(err)})",
+                        "save it with numpy.save") from None
+    if dtype.hasobject:
+        raise DataError(f"{what} holds Python objects (a pickled object array)",
+                        "store numbers (uint8 images or floats); vaekit never unpickles data")
+    if dtype.kind not in "biuf" or dtype.names is not None or dtype.subdtype is not None:
+        raise DataError(f"{what} has dtype {dtype}", "store numbers (uint8 images or floats)")
+    if any(d < 0 for d in shape):
+        raise DataError(f"{what} declares a negative shape {shape}", corrupt)
+    count = math.prod(shape)  # Python ints: no overflow
+    nbytes, body = count * dtype.itemsize, size - f.tell()
+    if nbytes > body:
+        raise DataError(f"{what} is truncated: its header declares shape {shape} of {dtype} "
+                        f"({nbytes} bytes), {max(body, 0)} bytes follow", corrupt)
+    check_nbytes(nbytes, what)
+    data = np.empty(count, dtype)
+    if read_into(f, data) < nbytes:
+        raise DataError(f"{what} is truncated: shape {shape} of {dtype} needs {nbytes} bytes",
+                        corrupt)
+    return data.reshape(shape, order="F" if fortran_order else "C")
 
 
 # NPZ layouts: (train key, test key, train labels, test labels), first match wins
@@ -268,22 +390,15 @@ NPZ_KEYS = (("train", "test", ("train_labels", "y_train"), ("test_labels", "y_te
 
 
 def _load_npz(path: Path) -> Dataset:
-    """Only the members a layout names are read (np.load of an npz is lazy per member)."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            files = set(f.files)
-            layout = next((k for k in NPZ_KEYS if k[0] in files), None)
-            if layout is None and len(files) == 1:
-                layout = (next(iter(files)), None, (), ())
-            if layout is None:
-                raise DataError(f"{path} has arrays {sorted(files)}, none named train, x_train "
-                                "or x", "save with numpy.savez(path, train=..., test=...)")
-            tr, te, tr_y, te_y = layout
-            train, test = f[tr], (f[te] if te in files else None)
-            train_y, test_y = (next((f[k] for k in keys if k in files), None)
-                               for keys in (tr_y, te_y))
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"cannot read {path}: {err}", "save it with numpy.savez") from None
+    """Only the members a layout names are read, each one's .npy header checked first."""
+    with open_data_file(path, ".npz file") as raw:
+        try:
+            with zipfile.ZipFile(raw) as zf:
+                members = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
+                train, test, train_y, test_y = _npz_arrays(zf, members, path)
+        except _ZIP_ERRORS as err:
+            raise DataError(f"cannot read {path}: {short_reason(err)}",
+                            "save it with numpy.savez") from None
     x = _array(train, path)
     y = None if train_y is None else _labels(train_y, len(x), path)
     if test is None:
@@ -295,29 +410,82 @@ def _load_npz(path: Path) -> Dataset:
     return _from_arrays(path.stem, x, xt, str(path), y, yt)
 
 
+def _npz_arrays(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
+                path: Path) -> tuple[np.ndarray | None, ...]:
+    """(train, test, train labels, test labels) of the first layout in NPZ_KEYS that fits."""
+    layout = next((k for k in NPZ_KEYS if k[0] in members), None)
+    if layout is None and len(members) == 1:
+        layout = (next(iter(members)), None, (), ())
+    if layout is None:
+        names = sorted(members)
+        shown = ", ".join(map(repr, names[:8])) + (f" and {len(names) - 8} more"
+                                                   if len(names) > 8 else "")
+        raise DataError(f"{path} has arrays [{shown}], none named train, x_train or x",
+                        "save with numpy.savez(path, train=..., test=...)")
+
+    def member(key: str | None) -> np.ndarray | None:
+        if key not in members:
+            return None
+        with zf.open(members[key]) as f:
+            return _read_npy_stream(f, members[key].file_size, f"{path}[{key}]")
+
+    tr, te, tr_y, te_y = layout
+    labels = [member(next((k for k in keys if k in members), None)) for keys in (tr_y, te_y)]
+    return member(tr), member(te), *labels
+
+
+MAX_LEVELS = 65536  # integer data: values 0..65535
+MAX_CLASSES = 1_000_000
+
+
 def _array(a: np.ndarray, path: Path) -> torch.Tensor:
+    """Examples along the first axis as a tensor: float32 for floats, uint8 kept, other
+    integers (values 0..MAX_LEVELS-1) as int64; one DataError line for anything else."""
     if a.ndim < 2 or a.shape[0] == 0:
         raise DataError(f"{path} holds an array of shape {a.shape}",
                         "store examples along the first axis: (N, features...) with N > 0")
+    if a.size == 0:
+        raise DataError(f"{path} holds an array of shape {a.shape}: examples without values",
+                        "store at least one value per example")
     if a.dtype.kind not in "uif":
         raise DataError(f"{path} has dtype {a.dtype}", "store numbers (uint8 images or floats)")
     if a.dtype.kind == "f":
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    return torch.from_numpy(np.ascontiguousarray(a))
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0:
+        raise DataError(f"{path} has negative integer values",
+                        "store images as non-negative integers, or as floats")
+    if hi >= MAX_LEVELS:
+        raise DataError(f"{path} holds integers up to {hi}, but integer data are read as "
+                        f"quantized values 0..{MAX_LEVELS - 1}",
+                        "store continuous data as floats (e.g. x.astype(numpy.float32))")
+    if a.dtype == np.uint8 and a.ndim == 4 and a.shape[3] in (3, 4) and min(a.shape[1:3]) > 4:
+        raise DataError(f"{path} holds uint8 images of shape {a.shape}, channel-last "
+                        "(N, H, W, C)", "vaekit reads colour images channel-first (N, C, H, W): "
+                        "save x.transpose(0, 3, 1, 2)")
+    dtype = np.uint8 if a.dtype == np.uint8 else np.int64
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
 
 
 def _labels(a: np.ndarray, n: int, path: Path) -> torch.Tensor:
-    """Integer class labels (n,) >= 0, as int64."""
+    """Integer class labels (n,) in 0..MAX_CLASSES-1, as int64."""
     if a.ndim != 1 or len(a) != n or a.dtype.kind not in "ui":
         raise DataError(f"{path} holds labels of shape {a.shape} and dtype {a.dtype} for {n} "
                         "examples", "store one non-negative integer label per example")
     if n and int(a.min()) < 0:
         raise DataError(f"{path} has negative labels", "store labels as 0..num_classes-1")
+    if n and int(a.max()) >= MAX_CLASSES:
+        raise DataError(f"{path} has labels up to {int(a.max())}, more than {MAX_CLASSES} classes",
+                        "number the classes 0..C-1 (numpy.unique(y, return_inverse=True)[1])")
     return torch.from_numpy(a.astype(np.int64))
 
 
 def _from_split(name: str, x: torch.Tensor, y: torch.Tensor | None, source: str) -> Dataset:
     """One array: 10% of it (seeded) becomes the test split."""
+    if len(x) < 2:
+        raise DataError(f"{source} holds {len(x)} example(s); a single array is split into "
+                        "train and test (10% held out), which needs at least 2",
+                        "add examples, or store separate train and test splits")
     (train, train_y), (test, test_y) = _split(x, y, 0.1, 0)
     return _from_arrays(name, train, test, source, train_y, test_y)
 
@@ -328,6 +496,9 @@ def _from_arrays(name: str, train: torch.Tensor, test: torch.Tensor, source: str
     if train.shape[1:] != test.shape[1:]:
         raise DataError(f"train {tuple(train.shape)} and test {tuple(test.shape)} differ in shape",
                         "store both splits with the same per-example shape")
+    if len(train) == 0 or len(test) == 0 or train[0].numel() == 0:
+        raise DataError(f"{source} has {len(train)} training and {len(test)} test examples of "
+                        f"shape {tuple(train.shape[1:])}", "store non-empty splits")
     if train.is_floating_point():
         for split, t in (("train", train), ("test", test)):
             if not torch.isfinite(t).all():

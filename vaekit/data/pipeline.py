@@ -42,7 +42,8 @@ class PreparedData:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.dataset.shape
+        """The shape of one model input (after the transform)."""
+        return tuple(self.test.x.shape[1:])
 
     @property
     def dim(self) -> int:

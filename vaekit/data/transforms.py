@@ -10,6 +10,9 @@ or continuous floats. Transforms (all return float32):
                   (dynamic binarization); evaluation uses one fixed draw with a seed.
 - ``dequantize``: x = (pixel + u) / levels, u ~ U[0, 1). A density p on [0,1]^D then gives a
                   discrete-data bound: log P(pixels) >= E_u[log p(x)] - D log(levels).
+- ``posterior-sample``: stored (N, 2, k) = the mean and std of a stage-1 posterior
+                  q(z|x); x = mu + sigma * eps, eps ~ N(0, I), redrawn at every visit (the
+                  stage-2 data of the two-stage VAE, Dai & Wipf 2019).
 
 Which transform a likelihood needs, which values it accepts and what its numbers mean
 (bits/dim offset, protocol note) are the likelihood's own declarations
@@ -24,7 +27,7 @@ import torch
 
 from vaekit.errors import DataError
 
-TRANSFORMS = ("none", "scale", "binarize", "dequantize")
+TRANSFORMS = ("none", "scale", "binarize", "dequantize", "posterior-sample")
 
 
 class LikelihoodSpec(Protocol):
@@ -56,6 +59,9 @@ def apply_transform(name: str, x: torch.Tensor, levels: int | None,
                             "use --transform none for continuous data")
         u = torch.rand(x.shape, generator=generator, device=x.device)
         return (x.float() + u) / levels
+    if name == "posterior-sample":  # x (B, 2, k) = (mu, sigma) -> z = mu + sigma * eps, (B, k)
+        eps = torch.randn(x[:, 0].shape, generator=generator, device=x.device)
+        return x[:, 0] + x[:, 1] * eps
     raise DataError(f"unknown transform {name!r}", "use none, scale, binarize or dequantize")
 
 
@@ -73,6 +79,10 @@ def check_range(x: torch.Tensor, transform: str, likelihood: LikelihoodSpec,
     if transform == "dequantize" and not levels:
         raise DataError("dequantization needs quantized (integer) data",
                         "use --transform none for continuous data")
+    if transform == "posterior-sample" and (x.dim() != 3 or x.shape[1] != 2):
+        raise DataError(f"transform posterior-sample draws stage-1 codes from (N, 2, k) "
+                        f"means and stds, and {what} has shape {tuple(x.shape)}",
+                        "use it only for the codes of a two-stage VAE")
     likelihood.check_data(x, transform, levels, what)
 
 
@@ -85,6 +95,8 @@ def describe(transform: str, eval_seed: int) -> str:
         return f"uniformly dequantized training data x=(pixel+u)/levels; {seeds}"
     if transform == "scale":
         return "values scaled to [0,1] as x = pixel/(levels-1), without noise"
+    if transform == "posterior-sample":
+        return (f"stage-1 codes z = mu + sigma * eps redrawn at every visit; {seeds}")
     return "data as stored"
 
 

@@ -124,6 +124,10 @@ class Likelihood(nn.Module):
         """Learned parameters of the output distribution itself (e.g. log gamma)."""
         return []
 
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Data-dependent initialization from training examples x (N, *event), called once
+        when a new model is set up (a checkpoint overwrites it on resume)."""
+
     def extra_metrics(self) -> dict[str, float]:
         """Learned noise parameters worth logging (e.g. gamma)."""
         return {}
@@ -206,6 +210,7 @@ class GaussianLikelihood(Likelihood):
     """Base of the Gaussian likelihoods: N(x; mu(z), diag(exp(noise_log_var())))."""
 
     pairwise_is_matmul = True
+    min_log_var = -math.inf  # learned variances are bounded below (gamma_min)
 
     @classmethod
     def bpd_offset(cls, transform: str, levels: int | None, dim: int) -> float | None:
@@ -260,7 +265,8 @@ class GaussianLikelihood(Likelihood):
         grads = {}
         for p in self.noise_parameters():  # the learned log variance, scalar or (D,)
             d_v = 0.5 * (B - (sq * inv).sum(0))  # (D,)
-            grads[p] = d_v.sum() if p.dim() == 0 else d_v.reshape(p.shape)
+            d_p = d_v.sum() if p.dim() == 0 else d_v.reshape(p.shape)
+            grads[p] = d_p * (p.detach() > self.min_log_var)  # 0 where the bound holds it
         return nll, diff.mul_(inv), grads
 
 
@@ -293,12 +299,19 @@ class FixedGaussianLikelihood(GaussianLikelihood):
 @dataclass
 class LearnedVarianceOptions(Options):
     name: str = "gaussian-gamma"
-    gamma_init: float = 1.0  # initial variance
+    gamma_init: float | None = None  # initial variance; None: the training data's variance
+    gamma_min: float = 1e-6  # lower bound of the learned variance (log-densities stay finite)
 
     def validate(self) -> None:
-        if not self.gamma_init > 0:
-            raise ConfigError(f"gamma_init must be positive, got {self.gamma_init}",
-                              "pass e.g. --gamma-init 0.1")
+        if not self.gamma_min > 0:
+            raise ConfigError(f"gamma_min must be positive, got {self.gamma_min}",
+                              "e.g. model.likelihood.gamma_min: 1e-6")
+        if self.gamma_init is not None and not (self.gamma_init >= self.gamma_min
+                                                and math.isfinite(self.gamma_init)):
+            raise ConfigError(f"gamma_init must be a finite number >= gamma_min "
+                              f"({self.gamma_min:g}), got {self.gamma_init}",
+                              "pass e.g. --gamma-init 0.1, or leave it out to start from the "
+                              "data's variance")
 
 
 @dataclass
@@ -306,47 +319,64 @@ class DiagVarianceOptions(LearnedVarianceOptions):
     name: str = "gaussian-diag"
 
 
+class LearnedVarianceLikelihood(GaussianLikelihood):
+    """A Gaussian whose variance is learned as a log-parameter of ``shape`` (named
+    ``param_name`` in checkpoints), bounded below by ``gamma_min``; started at ``gamma_init``
+    or, when that is None, at the training data's variance (``init_from_data``)."""
+
+    def __init__(self, decoder: nn.Module, event_shape: Sequence[int], levels: int | None,
+                 param_name: str, shape: Sequence[int], gamma_init: float | None,
+                 gamma_min: float) -> None:
+        super().__init__(decoder, event_shape, levels)
+        self.gamma_init, self.param_name = gamma_init, param_name
+        self.min_log_var = math.log(gamma_min)
+        start = torch.full(tuple(shape), math.log(gamma_init or 1.0))
+        setattr(self, param_name, nn.Parameter(start))
+
+    def noise_log_var(self) -> torch.Tensor:
+        return getattr(self, self.param_name).clamp(min=self.min_log_var)
+
+    def noise_parameters(self) -> list[nn.Parameter]:
+        return [getattr(self, self.param_name)]
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """log gamma = log of the per-dimension variance of x (its mean, for one gamma)."""
+        if self.gamma_init is not None:
+            return
+        var = x.double().var(0).reshape(self.event_shape).clamp_min(math.exp(self.min_log_var))
+        (param,) = self.noise_parameters()
+        with torch.no_grad():
+            param.copy_(var.log() if param.dim() else var.mean().log())
+
+
 @LIKELIHOODS.register("gaussian-gamma", LearnedVarianceOptions,
                       "N(x; mu(z), gamma I), one learned variance gamma (Dai & Wipf 2019)")
-class GammaGaussianLikelihood(GaussianLikelihood):
+class GammaGaussianLikelihood(LearnedVarianceLikelihood):
     """N(x; mu(z), gamma I) with one learned variance gamma (Dai & Wipf 2019).
 
     As gamma -> 0 the model can concentrate on a data manifold; gamma is stored as log gamma.
     """
 
     def __init__(self, decoder: nn.Module, event_shape: Sequence[int], levels: int | None = None,
-                 *, gamma_init: float = 1.0) -> None:
-        super().__init__(decoder, event_shape, levels)
-        self.log_gamma = nn.Parameter(torch.tensor(math.log(gamma_init)))
-
-    def noise_log_var(self) -> torch.Tensor:
-        return self.log_gamma
-
-    def noise_parameters(self) -> list[nn.Parameter]:
-        return [self.log_gamma]
+                 *, gamma_init: float | None = None, gamma_min: float = 1e-6) -> None:
+        super().__init__(decoder, event_shape, levels, "log_gamma", (), gamma_init, gamma_min)
 
     def extra_metrics(self) -> dict[str, float]:
-        return {"gamma": float(self.log_gamma.detach().exp())}
+        return {"gamma": float(self.noise_log_var().detach().exp())}
 
 
 @LIKELIHOODS.register("gaussian-diag", DiagVarianceOptions,
                       "N(x; mu(z), diag(v)), a learned variance per data dimension")
-class DiagGaussianLikelihood(GaussianLikelihood):
+class DiagGaussianLikelihood(LearnedVarianceLikelihood):
     """N(x; mu(z), diag(v)) with a learned variance v_j per data dimension (not per z)."""
 
     def __init__(self, decoder: nn.Module, event_shape: Sequence[int], levels: int | None = None,
-                 *, gamma_init: float = 1.0) -> None:
-        super().__init__(decoder, event_shape, levels)
-        self.log_var = nn.Parameter(torch.full(self.event_shape, math.log(gamma_init)))
-
-    def noise_log_var(self) -> torch.Tensor:
-        return self.log_var
-
-    def noise_parameters(self) -> list[nn.Parameter]:
-        return [self.log_var]
+                 *, gamma_init: float | None = None, gamma_min: float = 1e-6) -> None:
+        super().__init__(decoder, event_shape, levels, "log_var", event_shape, gamma_init,
+                         gamma_min)
 
     def extra_metrics(self) -> dict[str, float]:
-        return {"mean_variance": float(self.log_var.detach().exp().mean())}
+        return {"mean_variance": float(self.noise_log_var().detach().exp().mean())}
 
 
 # ============================================================================ discretized logistic

@@ -10,6 +10,9 @@ from vaekit.data.batch import Batch, as_batch
 from vaekit.evaluation.metrics import ACTIVE_THRESHOLD, active_units
 from vaekit.models.vae import VAE
 
+USED_VARIANCE = 0.1  # a latent dimension is "used" when its mean posterior variance is below
+
+
 
 @torch.no_grad()
 def kl_per_dimension(model: VAE, data: Batch | torch.Tensor, batch_size: int = 1000
@@ -18,23 +21,38 @@ def kl_per_dimension(model: VAE, data: Batch | torch.Tensor, batch_size: int = 1
     KL; None for a prior that does not factorize over dimensions), and the posterior means.
     (L,) or None, (N, L). For N(0, I): KL_j = 1/2 (mu_j^2 + s_j^2 - 1 - log s_j^2).
     """
+    kl, mu, _ = posterior_statistics(model, data, batch_size)
+    return kl, mu
+
+
+@torch.no_grad()
+def posterior_statistics(model: VAE, data: Batch | torch.Tensor, batch_size: int = 1000
+                         ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(mean KL per dimension or None, posterior means (N, L), mean posterior variance per
+    dimension (L,)) over the examples of ``data``."""
     data = as_batch(data)
-    kls, mus = [], []
+    kls, mus, variances = [], [], []
     for s in range(0, len(data), batch_size):
         part = data[s : s + batch_size]
         q = model.posterior(part.x, model.context(part.y))
         kl = model.prior.kl_per_dim(q)
         kls.append(None if kl is None else kl.double().sum(0))
         mus.append(q.mean)
+        variances.append(q.variance.double().sum(0))
     kl = None if kls[0] is None else torch.stack(kls).sum(0) / len(data)
-    return kl, torch.cat(mus)
+    return kl, torch.cat(mus), torch.stack(variances).sum(0) / len(data)
 
 
 def latent_diagnostics(model: VAE, data: Batch | torch.Tensor,
                        batch_size: int = 1000) -> dict[str, Any]:
-    """Active units (Burda et al.: Cov_x(E_q[z_j]) > 0.01), KL per dimension, a collapse warning."""
-    kl, mu = kl_per_dimension(model, data, batch_size)
+    """Active units (Burda et al.: Cov_x(E_q[z_j]) > 0.01), KL per dimension, a collapse
+    warning, and the dimensions the model uses in the sense of Dai & Wipf (2019): as the
+    decoder variance gamma -> 0, the posterior variance of a used dimension falls far below
+    1 and that of an unused one stays near 1, so their count estimates the intrinsic
+    dimension of the data (for a model that has converged)."""
+    kl, mu, post_var = posterior_statistics(model, data, batch_size)
     variance = mu.double().var(0)
+    used = post_var < USED_VARIANCE
     active = active_units(mu)
     n_active, n = int(active.sum()), len(active)
     out: dict[str, Any] = {
@@ -42,6 +60,8 @@ def latent_diagnostics(model: VAE, data: Batch | torch.Tensor,
         "inactive_dims": [int(j) for j in torch.nonzero(~active).flatten()],
         "kl_per_dim": None if kl is None else [round(float(v), 6) for v in kl],
         "cov_mean_per_dim": [round(float(v), 6) for v in variance],
+        "posterior_variance_per_dim": [round(float(v), 6) for v in post_var],
+        "used_dims": int(used.sum()), "used_threshold": USED_VARIANCE,
         "warning": None,
     }
     if n_active < n / 2:

@@ -58,7 +58,8 @@ def format_marginal(m: dict[str, Any]) -> str:
 def format_diagnostics(d: dict[str, Any]) -> str:
     kl = d["kl_per_dim"]
     lines = [f"latent diagnostics: {d['active_units']} of {d['latent_dim']} units active "
-             f"(Cov_x E_q[z_j] > {d['active_threshold']})"]
+             f"(Cov_x E_q[z_j] > {d['active_threshold']}); {d['used_dims']} used (mean posterior "
+             f"variance < {d['used_threshold']}: the intrinsic dimension, Dai & Wipf)"]
     if kl is None:
         lines.append("  KL per dimension: not defined (the prior does not factorize)")
     else:
@@ -73,6 +74,31 @@ def format_diagnostics(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_two_stage(t: dict[str, Any]) -> str:
+    gamma1, gamma2 = t["stage1"].get("gamma"), t["stage2"].get("gamma")
+    lines = ["two-stage VAE (stage 2 = the prior; the figures above are stage 1's, with "
+             "N(0, I)):",
+             f"  stage-2 ELBO of the codes z ~ q1(z|x): {t['stage2_elbo']:.3f} nats/example "
+             f"(± {t['stage2_elbo_se']:.3f} s.e.), {t['latent_dim']} dimensions"]
+    if gamma1 is not None and gamma2 is not None:
+        lines.append(f"  learned variances: stage 1 gamma {gamma1:.4g}, stage 2 gamma_z "
+                     f"{gamma2:.4g}")
+    return "\n".join(lines)
+
+
+def format_generation(g: dict[str, Any]) -> str:
+    acc = g.get("test_accuracy")
+    head = (f"generation quality: {g['n']} samples (means of p(x|z)) vs {g['n']} test "
+            f"examples, features: {g['features']}"
+            + (f" (test accuracy {acc:.3f})" if acc is not None else ""))
+    lines = [head]
+    for name, sc in g.items():
+        if isinstance(sc, dict) and "frechet" in sc:
+            lines.append(f"  {name:<14s} Fréchet distance {sc['frechet']:10.3f}   precision "
+                         f"{sc['precision']:.3f}   recall {sc['recall']:.3f} (k = {sc['k']})")
+    return "\n".join(lines)
+
+
 def format_full_report(r: dict[str, Any]) -> str:
     """Standard figures plus every optional section present in ``r``."""
     parts = [format_report(r)]
@@ -83,4 +109,8 @@ def format_full_report(r: dict[str, Any]) -> str:
     if "kde" in r:
         parts += ["nonparametric baselines:", "  " + r["kde"]["summary"],
                   "  " + r["kde"]["parzen"]["note"]]
+    if "two_stage" in r:
+        parts.append(format_two_stage(r["two_stage"]))
+    if "generation" in r:
+        parts.append(format_generation(r["generation"]))
     return "\n".join(parts)

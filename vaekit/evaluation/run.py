@@ -15,6 +15,7 @@ from vaekit.data.batch import Batch
 from vaekit.data.pipeline import PreparedData, fixed_transform
 from vaekit.errors import DataError
 from vaekit.evaluation.diagnostics import latent_diagnostics
+from vaekit.evaluation.generation import feature_net, features, generate, scores, unit_images
 from vaekit.evaluation.kde import (
     kde_baseline,
     parzen_log_likelihood,
@@ -22,7 +23,8 @@ from vaekit.evaluation.kde import (
     select_bandwidth,
 )
 from vaekit.evaluation.marginal import marginal_likelihood
-from vaekit.evaluation.metrics import evaluate
+from vaekit.evaluation.metrics import elbo_terms, evaluate, mean_se
+from vaekit.models.two_stage import TwoStageVAE, posterior_codes
 from vaekit.models.vae import VAE
 
 
@@ -35,13 +37,19 @@ class EvalOptions:
     kde: bool = False  # Gaussian KDE baseline and Parzen window of model samples
     kde_max_train: int = 10000  # training examples used as KDE centers (seeded subsample)
     diagnostics: bool = False  # active units, KL per dimension, collapse warning
+    generation: int = 0  # samples scored against the test set (Fréchet distance, P/R)
     memory_mb: float = 1024.0  # memory budget of the sampling estimators
     seed: int = 0
     batch_size: int = 1000
 
 
 def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions) -> dict[str, Any]:
-    """Standard figures plus the optional marginal-likelihood, KDE and diagnostic sections."""
+    """Standard figures plus the optional marginal-likelihood, KDE, diagnostic and
+    generation sections. A two-stage model is scored as its stage 1 (the same networks with
+    the N(0, I) prior, whose ELBO and log p(x) are defined), plus its stage-2 figures."""
+    composite = model if isinstance(model, TwoStageVAE) else None
+    if composite is not None:
+        model = composite.stage1
     x = data.test if opts.split == "test" else data.val
     if len(x) == 0 or (opts.kde and len(data.val) == 0):
         raise DataError(f"the run has no {'validation' if len(x) else opts.split} examples",
@@ -62,8 +70,53 @@ def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions) -> dict[st
         res["diagnostics"] = latent_diagnostics(model, x, opts.batch_size)
     if opts.kde:
         res["kde"] = kde_section(model, data, x, opts)
+    if composite is not None:
+        res["two_stage"] = two_stage_section(composite, x, opts)
+    if opts.generation:
+        res["generation"] = generation_section(composite or model, data, opts)
     res["seconds"] = round(time.perf_counter() - t0, 2)
     return res
+
+
+def two_stage_section(model: TwoStageVAE, x: Batch, opts: EvalOptions) -> dict[str, Any]:
+    """Stage 2's ELBO of the evaluation split's codes (one draw z ~ q1(z|x) each), its
+    learned gamma_z, and stage 1's gamma."""
+    codes = posterior_codes(model.stage1, x.x, opts.batch_size)
+    z = fixed_transform(codes, "posterior-sample", None, opts.seed + 5)
+    terms = elbo_terms(model.stage2, z, opts.batch_size, seed=opts.seed + 6)
+    mean, se = mean_se(terms["elbo"])
+    return {"stage2_elbo": mean, "stage2_elbo_se": se, "latent_dim": z.shape[1],
+            "stage1": model.likelihood.extra_metrics(),
+            "stage2": model.stage2.likelihood.extra_metrics(),
+            "note": "stage-2 ELBO of one draw z ~ q1(z|x) per example, nats/example"}
+
+
+def generation_section(model: VAE, data: PreparedData, opts: EvalOptions) -> dict[str, Any]:
+    """Fréchet distance and precision/recall of ``opts.generation`` samples (means of p(x|z))
+    against as many test examples, in the feature space of the dataset's classifier (images
+    with labels) or in the data space. A two-stage model is also scored with its stage-1
+    prior N(0, I), side by side."""
+    ds = data.dataset
+    n = min(opts.generation, len(ds.test))
+    net, info = None, {"features": "the data space (no labelled images to train a classifier)"}
+    if ds.is_image and ds.train_y is not None and ds.test_y is not None:
+        net, info = feature_net(ds.train, ds.train_y, ds.test, ds.test_y, ds.levels)
+        info = {"features": "vaekit's feature classifier (penultimate layer)", **info}
+    real_x = unit_images(ds.test[:n], ds.levels) if ds.is_image else data.test.x[:n].cpu()
+    real = features(net, real_x)
+    labels = None
+    if model.conditional:  # y as often as in the training data, drawn with a fixed seed
+        g = torch.Generator().manual_seed(opts.seed + 7)
+        labels = data.train_y.cpu()[torch.randint(len(data.train_y), (n,), generator=g)]
+    samplers = {"model": model}
+    if isinstance(model, TwoStageVAE):
+        samplers = {"two_stage": model, "stage1_prior": model.stage1}
+    out = {"n": n, "seed": opts.seed, **info}
+    for name, m in samplers.items():
+        fake = generate(m, n, opts.seed, labels=labels)
+        fake = fake.clamp(0, 1) if ds.is_image else fake
+        out[name] = scores(real, features(net, fake))
+    return out
 
 
 def kde_section(model: VAE, data: PreparedData, x: Batch, opts: EvalOptions) -> dict[str, Any]:

@@ -125,13 +125,25 @@ def load_trainer_state(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any],
     return counters, opt_sd, states
 
 
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module,
-                                                                                 RunConfig]:
-    """Rebuild the model of a run from its config.json and checkpoint weights, in eval mode."""
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu",
+               stage1: bool = False) -> tuple[nn.Module, RunConfig]:
+    """Rebuild the model of a run from its config.json and checkpoint weights, in eval mode.
+
+    A two-stage run (a fitted ``RUN_DIR/stage2``) gives the composite
+    :class:`~vaekit.models.two_stage.TwoStageVAE` whose prior is stage 2, unless ``stage1``.
+    """
     from vaekit.models import build_model
+    from vaekit.models.two_stage import TwoStageVAE
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     model = build_model(cfg.model)
     load_weights(model, checkpoint_dir(run_dir))
+    second = run_dir / "stage2"
+    if not stage1 and any((second / n / "model.safetensors").is_file()
+                          for n in (CKPT, CKPT + ".old")):
+        cfg2 = load_run_config(second)
+        stage2 = build_model(cfg2.model)
+        load_weights(stage2, checkpoint_dir(second))
+        model = TwoStageVAE(model, stage2, noise=bool(cfg.stage2 and cfg.stage2.noise))
     return model.to(device).eval(), cfg

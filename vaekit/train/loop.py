@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vaekit.config import RunConfig
-from vaekit.data.pipeline import BatchLoader, PreparedData, prepare_data
+from vaekit.data.pipeline import BatchLoader, PreparedData, fixed_transform, prepare_data
 from vaekit.errors import CheckpointError, ConfigError
 from vaekit.models import build_model
 from vaekit.train.checkpoint import (
@@ -133,7 +133,10 @@ def setup_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool
     m.data_shape, m.data_levels = list(data.shape), data.levels or 0
     m.num_classes = data.num_classes if m.conditional else 0
     torch.manual_seed(cfg.train.seed)
-    model = (model if model is not None else build_model(m)).to(device)
+    if model is None:
+        model = build_model(m)
+        _init_from_data(model, data)
+    model = model.to(device)
     optimizer = optimizer or make_optimizer(model, cfg.train.lr)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
     loader = BatchLoader(data.train_raw, data.transform, data.levels, cfg.train.batch_size, gen,
@@ -145,6 +148,15 @@ def setup_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool
     run.notes = _notes(run)
     _open_run_dir(run, resume)
     return run
+
+
+def _init_from_data(model: nn.Module, data: PreparedData, n: int = 10_000) -> None:
+    """The likelihood's data-dependent initialization (e.g. gamma at the data's variance),
+    from a fixed-seed transformed sample of up to n training examples."""
+    likelihood = getattr(model, "likelihood", None)
+    if likelihood is not None:
+        x = fixed_transform(data.train_raw[:n], data.transform, data.levels, seed=0)
+        likelihood.init_from_data(x.to(torch.get_default_dtype()).cpu())
 
 
 def _open_run_dir(run: Run, resume: bool) -> None:
@@ -245,10 +257,16 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     ``progress`` shows a progress bar and prints the set-up and one line per epoch (``echo``
     prints them without the bar); ``checkpoint_every`` > 0 also checkpoints every that many
     steps inside an epoch; ``on_epoch(row, model)`` is called after each epoch's validation
-    and checkpoint (e.g. to evaluate or stop early).
+    and checkpoint (e.g. to evaluate or stop early). With a ``stage2`` section, stage 2 of
+    the two-stage VAE is fitted next, into ``run_dir/stage2`` (see ``vaekit.train.stages``);
+    the stage-1 run is returned.
     """
     from vaekit.train.callbacks import standard_callbacks
+    from vaekit.train.stages import fit_stage2
 
     run = setup_run(cfg, run_dir, resume=resume)
-    return fit(run, standard_callbacks(run, progress=progress, echo=echo,
-                                       checkpoint_every=checkpoint_every, on_epoch=on_epoch))
+    fit(run, standard_callbacks(run, progress=progress, echo=echo,
+                                checkpoint_every=checkpoint_every, on_epoch=on_epoch))
+    if cfg.stage2 is not None:
+        fit_stage2(run_dir, progress=progress, echo=echo, checkpoint_every=checkpoint_every)
+    return run

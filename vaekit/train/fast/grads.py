@@ -33,8 +33,8 @@ class FastPathRefusedError(Exception):
 
 
 def relu_linears(net: nn.Module) -> list[nn.Linear] | None:
-    """The Linear layers of an unconditional vaekit ReLU MLP, or None for any other network."""
-    if type(net) is not MLP or net.cond_dim:
+    """The Linear layers of an unconditional, skip-free vaekit ReLU MLP, else None."""
+    if type(net) is not MLP or net.cond_dim or net.skip:
         return None
     layers = list(net.net)
     linears = layers[0::2]
@@ -95,7 +95,7 @@ def _written_parameters(model: VAE) -> tuple[list[nn.Linear], list[nn.Linear]]:
     likelihood's noise parameters are every parameter of ``model`` (else refuse)."""
     enc, dec = relu_linears(model.encoder.net), relu_linears(model.likelihood.decoder)
     if enc is None or dec is None:
-        raise FastPathRefusedError("the encoder or decoder is not an unconditional ReLU MLP")
+        raise FastPathRefusedError("the encoder or decoder is not a plain ReLU MLP")
     written = {p for lin in enc + dec for p in (lin.weight, lin.bias)}
     written |= set(model.likelihood.noise_parameters())
     missing = [n for n, p in model.named_parameters() if p not in written]

@@ -1,0 +1,113 @@
+"""The two-stage VAE of Dai & Wipf (2019): stage 2 is stage 1's prior.
+
+Stage 1 is a VAE on the data (learned-gamma Gaussian decoder, latent size k ~ the data's
+intrinsic dimension). Stage 2 is a second VAE fitted to stage 1's codes z ~ q1(z|x): its
+marginal approximates the aggregate posterior q1(z) = E_x q1(z|x), which a VAE with a small
+gamma leaves far from N(0, I). Generation samples the aggregate posterior instead of N(0, I):
+
+    u ~ N(0, I),   z = mean of p2(z|u) (+ its noise gamma_z when ``noise``),   x = mean of p1(x|z)
+
+Fitting a model of the codes "ex post" is also what Ghosh et al. (2020) do with a Gaussian
+mixture (:class:`CodeMixture`), the baseline that the comparison includes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+
+from vaekit.distributions.priors import Prior
+from vaekit.models.vae import VAE
+
+
+@torch.no_grad()
+def posterior_codes(model: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Stage 1's posterior parameters of x (N, *shape): (N, 2, k) = [mu, sigma] per row, the
+    data of stage 2 (sampled z = mu + sigma * eps by the ``posterior-sample`` transform)."""
+    model.eval()
+    out = []
+    for s in range(0, len(x), batch_size):
+        q = model.posterior(x[s : s + batch_size])
+        out.append(torch.stack([q.mean, q.stddev], dim=1))
+    return torch.cat(out)
+
+
+class TwoStagePrior(Prior):
+    """p(z) of the stage-2 VAE, for sampling: u ~ p2(u), z = E[p2(z|u)] (+ its noise).
+
+    Its density is an intractable integral over u, so ``has_log_prob`` is False: estimators
+    that need log p(z) refuse it, and a two-stage model is scored through its stages.
+    """
+
+    has_log_prob = False
+
+    def __init__(self, stage2: VAE, noise: bool = False) -> None:
+        super().__init__(stage2.event_shape[0])
+        self.stage2, self.noise = stage2, noise
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        u = self.stage2.prior.sample(n, generator)  # (n, k2)
+        pz = self.stage2.likelihood(u)
+        z = pz.mean
+        if self.noise:  # a draw of p2(z|u) = N(mean, gamma_z I)
+            eps = torch.randn(z.shape, generator=generator, device=u.device).to(z)
+            z = z + pz.stddev * eps
+        return z
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        self.check_log_prob("log p(z) of a two-stage prior")
+        raise AssertionError  # unreachable: has_log_prob is False
+
+
+class TwoStageVAE(VAE):
+    """Stage 1's encoder and likelihood with stage 2 as the prior: ``sample`` generates
+    through both stages. ``stage1`` is the same networks with stage 1's own N(0, I) prior
+    (what the ELBO and the log p(x) estimators score); ``stage2`` the VAE of the codes."""
+
+    def __init__(self, stage1: VAE, stage2: VAE, noise: bool = False) -> None:
+        super().__init__(stage1.encoder, stage1.likelihood, TwoStagePrior(stage2, noise),
+                         stage1.condition)
+        self.stage1_prior = stage1.prior
+
+    @property
+    def stage1(self) -> VAE:
+        return VAE(self.encoder, self.likelihood, self.stage1_prior, self.condition)
+
+    @property
+    def stage2(self) -> VAE:
+        return self.prior.stage2
+
+
+class CodeMixture(Prior):
+    """A Gaussian mixture with full covariances fitted to stage-1 codes after training
+    ("ex-post density estimation", Ghosh et al. 2020), with an exact density."""
+
+    def __init__(self, weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor) -> None:
+        super().__init__(means.shape[1])
+        self.register_buffer("weights", weights)  # (C,)
+        self.register_buffer("means", means)  # (C, k)
+        self.register_buffer("scale_tril", torch.linalg.cholesky(covs))  # (C, k, k)
+
+    @classmethod
+    def fit(cls, codes: torch.Tensor, components: int = 10, seed: int = 0) -> CodeMixture:
+        """Maximum-likelihood fit (scikit-learn's EM, full covariances) to codes (N, k)."""
+        from sklearn.mixture import GaussianMixture
+
+        gm = GaussianMixture(components, covariance_type="full", random_state=seed,
+                             reg_covar=1e-6).fit(codes.double().cpu().numpy())
+        weights, means, covs = (torch.as_tensor(a, dtype=torch.float32)
+                                for a in (gm.weights_, gm.means_, gm.covariances_))
+        return cls(weights, means, covs)
+
+    def distribution(self) -> MixtureSameFamily:
+        parts = MultivariateNormal(self.means, scale_tril=self.scale_tril, validate_args=False)
+        return MixtureSameFamily(Categorical(probs=self.weights, validate_args=False), parts,
+                                 validate_args=False)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """c ~ Categorical(weights), z = m_c + L_c eps. (n, k)."""
+        device = generator.device if generator is not None else self.means.device
+        c = torch.multinomial(self.weights.to(device), n, replacement=True,
+                              generator=generator).to(self.means.device)
+        eps = self._randn(n, generator)  # (n, k)
+        return self.means[c] + (self.scale_tril[c] @ eps.unsqueeze(-1)).squeeze(-1)
