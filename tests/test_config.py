@@ -78,3 +78,23 @@ def test_a_config_written_by_vaekit_0_1_still_loads():
     assert cfg.model.arch.hidden == [16] and cfg.model.likelihood.gamma_init == 0.5
     assert cfg.train.objective.name == "iwae" and cfg.train.objective.k == 3
     assert cfg.version == "0.2.0" and cfg.model.data_shape == [2]
+
+
+def test_flags_override_plain_values_of_presets_and_files(tmp_path):
+    from vaekit.run import configure
+
+    cfg = configure({"train": {"lr_schedule": "constant"}, "data": {"name": "ring"}},
+                    preset="fast")
+    assert cfg.train.lr_schedule == "constant" and cfg.data.name == "ring"
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {lr: 1e-3, beta: 5e-1}\ndata: {name: digits}\n")  # YAML 1.1 floats
+    cfg = configure({"data": {"name": "ring"}}, config_file=path)
+    assert cfg.train.lr == 1e-3 and cfg.train.beta == 0.5 and cfg.data.name == "ring"
+
+
+@pytest.mark.parametrize("device", ["meta", "mps", "tpu"])
+def test_unsupported_devices_are_one_line_errors(device):
+    from vaekit.train import resolve_device
+
+    with pytest.raises(ConfigError, match="unsupported device"):
+        resolve_device(device)

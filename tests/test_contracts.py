@@ -148,6 +148,13 @@ def test_fast_path_refuses_and_every_parameter_trains_through_autograd(case, rea
         assert p.grad is not None and p.grad.abs().sum() > 0, name  # every parameter learns
 
 
+def test_fast_path_refuses_frozen_parameters():
+    model = _refusing_model("none")
+    model.likelihood.decoder.requires_grad_(False)  # e.g. a fine-tuning user freezes it
+    with pytest.raises(FastPathRefusedError, match="frozen"):
+        FastELBO(model)
+
+
 def test_fast_path_refuses_a_parameter_it_would_not_write():
     model = _refusing_model("none")
     model.likelihood.extra = nn.Parameter(torch.zeros(3))  # e.g. a user's added scale

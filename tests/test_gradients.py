@@ -113,17 +113,18 @@ def test_dreg_matches_the_iwae_gradient_and_stl_is_biased_for_k_above_1():
 
 def test_stl_and_dreg_have_zero_variance_at_the_true_posterior():
     lg = LinearGaussian.random(D, L, s=SIGMA, seed=3)  # orthogonal W: diagonal posterior
-    C = torch.linalg.inv(torch.eye(L, dtype=torch.float64) + lg.W.T @ lg.W / SIGMA**2)
-    enc = nn.Linear(D, 2 * L).double()
-    with torch.no_grad():  # m = C W^T (x - b) / s^2, log v = log diag C
-        enc.weight.copy_(torch.cat([C @ lg.W.T / SIGMA**2, torch.zeros(L, D)]))
-        enc.bias.copy_(torch.cat([-(C @ lg.W.T @ lg.b) / SIGMA**2, torch.diagonal(C).log()]))
     dec = nn.Linear(L, D).double()
     with torch.no_grad():
         dec.weight.copy_(lg.W)
         dec.bias.copy_(lg.b)
-    model = VAE(GaussianEncoder(enc, L), FixedGaussianLikelihood(dec, (D,), sigma=SIGMA),
-                StandardNormal(L)).double()
+    likelihood = FixedGaussianLikelihood(dec, (D,), sigma=SIGMA).double()
+    s2 = float(likelihood.log_var.exp())  # sigma^2 as the likelihood stores it
+    C = torch.linalg.inv(torch.eye(L, dtype=torch.float64) + lg.W.T @ lg.W / s2)
+    enc = nn.Linear(D, 2 * L).double()
+    with torch.no_grad():  # the exact posterior: m = C W^T (x - b) / s^2, log v = log diag C
+        enc.weight.copy_(torch.cat([C @ lg.W.T / s2, torch.zeros(L, D, dtype=torch.float64)]))
+        enc.bias.copy_(torch.cat([-(C @ lg.W.T @ lg.b) / s2, torch.diagonal(C).log()]))
+    model = VAE(GaussianEncoder(enc, L), likelihood, StandardNormal(L)).double()
     x = lg.sample(4, seed=4)
     for name in ("iwae-stl", "iwae-dreg"):
         assert draw_gradients(model, x, name, 5, 20)["encoder"].abs().max() < 1e-10
@@ -156,7 +157,7 @@ def test_elbo_score_objective_value_gradient_and_fast_path_refusal():
     grads = torch.autograd.grad(loss, list(model.parameters()))
     torch.manual_seed(5)
     t = score_terms(model, batch, 4, baseline="loo")
-    assert float(loss) == pytest.approx(-float(t.value.mean()), rel=1e-12)
+    assert float(loss.detach()) == pytest.approx(-float(t.value.mean()), rel=1e-12)
     same = torch.autograd.grad(-t.surrogate.mean(), list(model.parameters()))
     assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(grads, same, strict=True))
     with torch.no_grad():  # the value is the Monte-Carlo ELBO: the exact one within 4 s.e.
@@ -173,3 +174,22 @@ def test_elbo_score_options_are_checked():
     with pytest.raises(ConfigError, match="baseline"):
         OBJECTIVES.options("elbo-score", baseline="mean").validate()
     OBJECTIVES.options("elbo-score", k=1, baseline="none").validate()
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def test_vaekit_gradients_writes_table_json_and_figure(ring_run, cli, tmp_path):
+    out, fig = tmp_path / "g.json", tmp_path / "g.png"
+    res = cli("gradients", ring_run, "--samples", "1", "4", "--repeats", "4", "--batch-size",
+              "32", "--reference", "40", "--json", out, "--out", fig)
+    assert res.code == 0, res.err
+    g = json.loads(out.read_text())
+    assert g["samples"] == [1, 4] and g["batch_size"] == 32 and g["repeats"] == 4
+    assert len(g["rows"]) == 2 * (2 * len(ESTIMATORS) - 1)
+    assert all(-1 <= r["cosine"] <= 1 and r["variance"] >= 0 for r in g["rows"])
+    assert fig.stat().st_size > 1000
+    for text in ("score-loo", "iwae-dreg", "tr Cov", "SNR"):
+        assert text in res.out
+    cli("gradients", ring_run, "--repeats", "1").assert_user_error("--repeats")
+    cli("gradients", ring_run, "--samples", "0").assert_user_error("--samples")

@@ -139,6 +139,9 @@ def test_mid_epoch_resume_is_bitwise_identical(tmp_path, monkeypatch):
     assert_same_weights(tmp_path / "A", tmp_path / "B")
     assert [r["val_elbo"] for r in res.history] == [r["val_elbo"] for r in ref.history]
     assert [r["step"] for r in res.history] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+    # the interrupted epoch's loss is the mean over all its examples, as without the stop
+    assert [r["train_loss"] for r in res.history] == pytest.approx(
+        [r["train_loss"] for r in ref.history], rel=1e-6)
 
 
 def test_cli_interrupt_exits_130_and_resumes(tmp_path, cli, monkeypatch):
@@ -232,3 +235,15 @@ def test_conditional_run_resumes_bitwise_and_samples_each_class(tmp_path, cli):
     assert "labels 0-9" in log
     assert cli("sample", tmp_path / "A", "-n", "6", "--label", "7").code == 0
     cli("sample", tmp_path / "A", "--label", "10").assert_user_error("0..9")
+
+
+def test_python_resume_refuses_a_different_config(tmp_path):
+    from vaekit.errors import CheckpointError
+
+    train(ring_cfg(1), tmp_path / "A", progress=False)
+    other = ring_cfg(2)
+    other.train.lr = 0.5
+    with pytest.raises(CheckpointError, match=r"train\.lr = 0\.5 does not match"):
+        train(other, tmp_path / "A", resume=True, progress=False)
+    res = train(ring_cfg(2), tmp_path / "A", resume=True, progress=False)  # epochs may change
+    assert len(res.history) == 2

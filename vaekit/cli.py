@@ -131,6 +131,10 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kde", action="store_true", help="KDE baseline and Parzen window of samples")
     p.add_argument("--kde-max-train", type=int, default=10000,
                    help="training examples used as KDE centers (default: 10000)")
+    p.add_argument("--baselines", action="store_true",
+                   help="exact log p(x) of a full-covariance Gaussian and probabilistic PCA "
+                        "(L = latent size) fitted on the training split (binary data: "
+                        "independent Bernoulli pixels)")
     p.add_argument("--diagnostics", action="store_true",
                    help="active units, KL per latent dimension, posterior-collapse warning")
     p.add_argument("--generation", type=int, default=0, metavar="N",
@@ -159,6 +163,25 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_reconstruct)
 
 
+def _add_gradients_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gradients", help="variance, SNR and accuracy of ELBO/IWAE gradient "
+                       "estimators (reparameterization, score function, STL, DReG)")
+    p.add_argument("run", type=Path, help="run directory written by `vaekit train`")
+    p.add_argument("--samples", type=int, nargs="+", default=[1, 10, 100], metavar="S",
+                   help="samples per example of each estimate (default: 1 10 100)")
+    p.add_argument("--repeats", type=int, default=20,
+                   help="independent estimates per estimator and S (default: 20)")
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="test examples in the fixed batch (default: 128)")
+    p.add_argument("--reference", type=int, default=1000,
+                   help="samples per example of the reference gradient (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    p.add_argument("--json", type=Path, help="write figures here (default: RUN/gradients.json)")
+    p.add_argument("--out", type=Path, help="variance-vs-S figure (default: RUN/gradients.png)")
+    p.set_defaults(func=cmd_gradients)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with vaekit's one-line errors: ``error: <what>; <fix>``, exit code 2."""
 
@@ -172,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parser(sub)
     _add_run_parsers(sub)
+    _add_gradients_parser(sub)
     p = sub.add_parser("data", help="datasets: `vaekit data list`")
     p.add_argument("action", choices=["list"], help="list named datasets and where they are")
     p.set_defaults(func=cmd_data)
@@ -258,7 +282,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     opts = EvalOptions(split=args.split, k=args.k, loglik=args.loglik, naive=args.naive,
                        kde=args.kde, kde_max_train=args.kde_max_train,
                        diagnostics=args.diagnostics, memory_mb=args.memory_mb, seed=args.seed,
-                       batch_size=cfg.train.eval_batch_size, generation=args.generation)
+                       batch_size=cfg.train.eval_batch_size, generation=args.generation,
+                       baselines=args.baselines)
     res = run_evaluation(model, data, opts)
     res["likelihood"] = cfg.model.likelihood.name
     path = args.json or args.run / f"eval-{args.split}.json"
@@ -269,6 +294,37 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                  title=f"{cfg.data.name} {args.split}: log p(x) estimators")
         print(f"estimators vs K plotted in {plot}")
     print(f"figures written to {path}")
+
+
+def cmd_gradients(args: argparse.Namespace) -> None:
+    from vaekit.evaluation.gradients import gradient_study, variance_figure
+    from vaekit.evaluation.report import format_gradients
+    from vaekit.models.two_stage import TwoStageVAE
+    from vaekit.run import open_run
+
+    for flag, low in (("repeats", 2), ("batch_size", 1), ("reference", 1)):
+        if getattr(args, flag) < low:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= {low}, got "
+                              f"{getattr(args, flag)}", "see `vaekit gradients --help`")
+    if min(args.samples) < 1:
+        raise ConfigError(f"--samples must be >= 1, got {min(args.samples)}",
+                          "pass e.g. --samples 1 10 100")
+    _check_output(args.json, (".json",))
+    _check_output(args.out, IMAGE_SUFFIXES)
+    model, _cfg, data = open_run(args.run, args.device)
+    if isinstance(model, TwoStageVAE):  # as in `evaluate`: stage 1 with its N(0, I) prior
+        model = model.stage1
+    batch = data.test[: args.batch_size]
+    res = gradient_study(model, batch, sorted(set(args.samples)), args.repeats, args.reference,
+                         seed=args.seed)
+    res.update(run=str(args.run), batch=f"the first {len(batch)} test examples",
+               protocol=data.protocol)
+    path = args.json or args.run / "gradients.json"
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    print(format_gradients(res))
+    out = args.out or args.run / "gradients.png"
+    variance_figure(res).savefig(out, dpi=120)
+    print(f"variance vs S plotted in {out}; figures written to {path}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -293,7 +349,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     given = "" if y is None else (f", y = {args.label}" if args.label is not None
                                   else ", y = every class in turn")
     what = f"{'draws' if args.draw else 'means'} of p(x|z{'' if y is None else ', y'})"
-    print(f"{args.n} samples ({what}, z ~ p(z){given}) written to {out} and "
+    prior = "stage 2 (two-stage VAE)" if hasattr(model, "stage2") else "p(z)"
+    print(f"{args.n} samples ({what}, z ~ {prior}{given}) written to {out} and "
           f"{out.with_suffix('.npy')}")
 
 
@@ -350,7 +407,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         save_figure_for(torch.cat(pairs), out, nrow=cols)
     else:
         save_figure_for(rec, out, reference=x, title="reconstructions (blue) of test data")
-    print(f"{len(x)} test examples and reconstructions (mean of p(x|z) at z = E_q[z|x]) "
+    given = ", y" if model.conditional else ""
+    print(f"{len(x)} test examples and reconstructions (mean of p(x|z{given}) at z = "
+          f"E_q[z|x{given}]) "
           f"written to {out}")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -134,6 +135,9 @@ class TrainConfig:
         _check(self.precision in ("fp32", "bf16"), f"unknown precision {self.precision!r}",
                "use fp32 or bf16")
         _check(self.eval_batch_size > 0, "eval_batch_size must be positive", "pass e.g. 1000")
+        _check(self.grad_clip >= 0 and math.isfinite(self.grad_clip),
+               f"grad_clip must be a finite number >= 0, got {self.grad_clip}",
+               "pass e.g. --grad-clip 10 (0 = off)")
         _check(self.beta >= 0 and math.isfinite(self.beta),
                f"beta must be a finite number >= 0, got {self.beta}", "pass e.g. --beta 1")
         self.objective.validate()
@@ -188,6 +192,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def differences(self, other: RunConfig) -> dict[str, tuple[Any, Any]]:
+        """{dotted path: (this value, other value)} of every setting that differs."""
+        return {k: (v, b) for k, (v, b) in _pairs(self.to_dict(), other.to_dict()).items()
+                if v != b}
+
     @classmethod
     def from_dict(cls, d: Any) -> RunConfig:
         """Parse a nested mapping (a config file, ``config.json``), checking every key."""
@@ -208,6 +217,20 @@ class RunConfig:
             raise ConfigError(f"cannot read config {path}: {err}",
                               "check the file, or point at a run directory vaekit wrote") from None
         return cls.from_dict(d)
+
+
+# settings that may change when a run resumes (recorded in config.json); all others must match
+RESUMABLE = {"train.epochs", "train.compile", "train.fused", "stage2.train.epochs"}
+
+
+def _pairs(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Leaf values of two nested dicts side by side, by dotted path."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return {prefix.rstrip("."): (a, b)}
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in dict.fromkeys([*a, *b]):
+        out |= _pairs(a.get(key), b.get(key), f"{prefix}{key}.")
+    return out
 
 
 # ---------------------------------------------------------------- the typed parser
@@ -378,12 +401,29 @@ def _as_map(value: Any) -> Any:
 
 
 def _merge_value(old: Any, new: Any) -> Any:
+    """``new`` replaces ``old``, except that component options merge: a name beside a
+    mapping counts as ``{name: ...}``, and options of the same component are updated."""
+    if not (isinstance(old, dict) or isinstance(new, dict)):
+        return new
     old_map, new_map = _as_map(old), _as_map(new)
     if not (isinstance(old_map, dict) and isinstance(new_map, dict)):
         return new
     if "name" in new_map and new_map["name"] != old_map.get("name"):
         return dict(new_map)
     return {**old_map, **new_map}
+
+
+def _yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``1e-3`` as a float (YAML 1.1 needs a dot)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    return yaml.load(text, Loader=Loader)  # a SafeLoader subclass: no arbitrary objects
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -402,9 +442,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
                 import tomli as tomllib
             data = tomllib.loads(text)
         else:
-            import yaml
-
-            data = yaml.safe_load(text) or {}
+            data = _yaml_load(text) or {}
     except Exception as err:  # parser and decoding errors differ per format
         raise ConfigError(f"cannot parse {path}: {err}".replace("\n", " "),
                           "fix the syntax of the config file") from None

@@ -16,14 +16,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaekit.config import PRESETS, RunConfig, Stage2Config, load_config_file, merge
+from vaekit.config import (
+    PRESETS,
+    RESUMABLE,
+    RunConfig,
+    Stage2Config,
+    load_config_file,
+    merge,
+)
 from vaekit.data.pipeline import PreparedData, prepare_data
 from vaekit.errors import CheckpointError, ConfigError, VaekitError
 from vaekit.train.checkpoint import load_model, load_run_config
 from vaekit.train.loop import resolve_device
-
-RESUMABLE = {"train.epochs", "train.compile", "train.fused",  # recorded in config.json
-             "stage2.train.epochs"}
 
 
 def configure(overrides: dict[str, Any], preset: str | None = None,

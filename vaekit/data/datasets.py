@@ -25,7 +25,7 @@ ends in one :class:`DataError` line. Stored values:
 
 from __future__ import annotations
 
-import lzma
+import io
 import math
 import os
 import struct
@@ -347,22 +347,40 @@ def read_npy(path: str | Path) -> np.ndarray:
 _NPY_ERRORS = (ValueError, TypeError, SyntaxError, EOFError, OverflowError, RecursionError,
                KeyError, tokenize.TokenError)
 _ZIP_ERRORS = (*_NPY_ERRORS, OSError, zipfile.BadZipFile, zipfile.LargeZipFile,
-               NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError, struct.error)
+               NotImplementedError, RuntimeError, zlib.error, struct.error)
+
+
+_MAX_NPY_HEADER = 10000  # bytes; numpy's own limit, checked here before the header is read
+
+
+def _read_npy_header(f: BinaryIO, what: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, Fortran order, dtype, header length) of a .npy stream; numpy parses a header
+    that was read here, so that a forged header length cannot make it allocate."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(io.BytesIO(f.read(8)))
+        if version not in ((1, 0), (2, 0)):
+            raise DataError(f"{what} has .npy format version {version[0]}.{version[1]}, which "
+                            "vaekit does not read", "save it with numpy.save")
+        length_field = f.read(2 if version == (1, 0) else 4)
+        hlen = int.from_bytes(length_field, "little")
+        if hlen > _MAX_NPY_HEADER:
+            raise DataError(f"{what} declares a .npy header of {hlen} bytes (numpy writes at "
+                            f"most {_MAX_NPY_HEADER})", "the file is corrupt; save it again")
+        header = io.BytesIO(length_field + f.read(hlen))
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran_order, dtype = read(header)
+    except _NPY_ERRORS as err:
+        raise DataError(f"{what} is not a valid .npy file ({short_reason(err)})",
+                        "save it with numpy.save") from None
+    shape = tuple(int(d) for d in shape)  # numpy accepts bools as sizes: (True, 3)
+    return shape, fortran_order, dtype, 8 + len(length_field) + hlen
 
 
 def _read_npy_stream(f: BinaryIO, size: int, what: str) -> np.ndarray:
     """The .npy layout from a stream of ``size`` bytes (a file or an npz member)."""
-    fmt, corrupt = np.lib.format, "the file is corrupt; save it again with numpy.save"
-    try:
-        version = fmt.read_magic(f)
-        if version not in ((1, 0), (2, 0)):
-            raise DataError(f"{what} has .npy format version {version[0]}.{version[1]}, which "
-                            "vaekit does not read", "save it with numpy.save")
-        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran_order, dtype = read_header(f)
-    except _NPY_ERRORS as err:
-        raise DataError(f"{what} is not a valid .npy file ({short_reason(err)})",
-                        "save it with numpy.save") from None
+    corrupt = "the file is corrupt; save it again with numpy.save"
+    shape, fortran_order, dtype, header_bytes = _read_npy_header(f, what)
     if dtype.hasobject:
         raise DataError(f"{what} holds Python objects (a pickled object array)",
                         "store numbers (uint8 images or floats); vaekit never unpickles data")
@@ -371,7 +389,7 @@ def _read_npy_stream(f: BinaryIO, size: int, what: str) -> np.ndarray:
     if any(d < 0 for d in shape):
         raise DataError(f"{what} declares a negative shape {shape}", corrupt)
     count = math.prod(shape)  # Python ints: no overflow
-    nbytes, body = count * dtype.itemsize, size - f.tell()
+    nbytes, body = count * dtype.itemsize, size - header_bytes
     if nbytes > body:
         raise DataError(f"{what} is truncated: its header declares shape {shape} of {dtype} "
                         f"({nbytes} bytes), {max(body, 0)} bytes follow", corrupt)
@@ -397,7 +415,7 @@ def _load_npz(path: Path) -> Dataset:
                 members = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
                 train, test, train_y, test_y = _npz_arrays(zf, members, path)
         except _ZIP_ERRORS as err:
-            raise DataError(f"cannot read {path}: {short_reason(err)}",
+            raise DataError(f"cannot read {path} as an npz (zip) archive: {short_reason(err)}",
                             "save it with numpy.savez") from None
     x = _array(train, path)
     y = None if train_y is None else _labels(train_y, len(x), path)
@@ -426,6 +444,10 @@ def _npz_arrays(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
     def member(key: str | None) -> np.ndarray | None:
         if key not in members:
             return None
+        if members[key].compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise DataError(f"{path}[{key}] is compressed with zip method "
+                            f"{members[key].compress_type}, not as numpy writes npz files",
+                            "save it with numpy.savez or numpy.savez_compressed")
         with zf.open(members[key]) as f:
             return _read_npy_stream(f, members[key].file_size, f"{path}[{key}]")
 

@@ -107,7 +107,10 @@ def open_data_file(path: Path, what: str = "data file") -> BinaryIO:
 
 def short_reason(err: BaseException, limit: int = 160) -> str:
     """An exception as one short line (library messages may span lines or quote bytes)."""
-    text = " ".join(str(getattr(err, "strerror", None) or err).split()) or type(err).__name__
+    args = err.args
+    text = getattr(err, "strerror", None) or (
+        args[0] if len(args) > 1 and isinstance(args[0], str) else str(err))  # e.g. TokenError
+    text = " ".join(str(text).split()) or type(err).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -175,5 +175,8 @@ def _decode(file: Path, size: tuple[int, int], mode: str, target: str,
 
 
 def _unreadable(file: Path, err: Exception) -> DataError:
-    return DataError(f"cannot read image {file}: {short_reason(err)}",
-                     "replace or remove the file")
+    from PIL import UnidentifiedImageError
+
+    why = ("Pillow does not recognise it as an image" if isinstance(err, UnidentifiedImageError)
+           else short_reason(err))
+    return DataError(f"cannot read image {file}: {why}", "replace or remove the file")

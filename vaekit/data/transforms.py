@@ -4,8 +4,9 @@ Stored data is either quantized images (integers 0..levels-1, usually uint8 with
 or continuous floats. Transforms (all return float32):
 
 - ``none``:       x as stored (continuous data).
-- ``scale``:      x / (levels-1) in [0, 1]. Grey values as Bernoulli targets or Gaussian
-                  densities on a discrete set are not normalized likelihoods: use with care.
+- ``scale``:      x / (levels-1) in [0, 1], the levels themselves: what a pmf of them (the
+                  discretized logistic) models. Grey values as Bernoulli targets or Gaussian
+                  densities on a discrete set are not normalized likelihoods.
 - ``binarize``:   x ~ Bernoulli(pixel / (levels-1)). Training resamples every batch
                   (dynamic binarization); evaluation uses one fixed draw with a seed.
 - ``dequantize``: x = (pixel + u) / levels, u ~ U[0, 1). A density p on [0,1]^D then gives a
@@ -76,9 +77,6 @@ def check_range(x: torch.Tensor, transform: str, likelihood: LikelihoodSpec,
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise DataError(f"{what} contains NaN or Inf values",
                         "clean the data (drop or impute those entries) before training")
-    if transform == "dequantize" and not levels:
-        raise DataError("dequantization needs quantized (integer) data",
-                        "use --transform none for continuous data")
     if transform == "posterior-sample" and (x.dim() != 3 or x.shape[1] != 2):
         raise DataError(f"transform posterior-sample draws stage-1 codes from (N, 2, k) "
                         f"means and stds, and {what} has shape {tuple(x.shape)}",

@@ -9,6 +9,7 @@ from vaekit.distributions.encoder import GaussianEncoder, draw_z, reparameterize
 from vaekit.distributions.likelihoods import (
     BernoulliLikelihood,
     DiagGaussianLikelihood,
+    DiscretizedLogisticLikelihood,
     FixedGaussianLikelihood,
     GammaGaussianLikelihood,
     GaussianLikelihood,
@@ -19,6 +20,7 @@ from vaekit.distributions.priors import LearnedGaussian, MixtureOfGaussians, Pri
 __all__ = [
     "BernoulliLikelihood",
     "DiagGaussianLikelihood",
+    "DiscretizedLogisticLikelihood",
     "FixedGaussianLikelihood",
     "GammaGaussianLikelihood",
     "GaussianEncoder",

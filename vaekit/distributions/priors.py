@@ -71,19 +71,25 @@ class Prior(nn.Module):
         base = d.base_dist if isinstance(d, Independent) else d
         return base.loc + base.scale * eps
 
+    def _draw_device(self, generator: torch.Generator | None) -> torch.device:
+        """Random numbers are drawn where the generator lives, then moved to the prior."""
+        return generator.device if generator is not None else self.anchor.device
+
     def _randn(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        device = generator.device if generator is not None else self.anchor.device
-        eps = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        eps = torch.randn(n, self.latent_dim, generator=generator,
+                          device=self._draw_device(generator))
         return eps.to(self.anchor.device, self.anchor.dtype)
 
     def analytic_kl(self, q: Distribution) -> torch.Tensor | None:
         """KL(q || p) in closed form, (...), or None where there is none."""
         return None
 
-    def kl(self, q: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
-        """KL(q(z|x) || p(z)): analytic where the prior has it, otherwise the one-sample
-        estimate log q(z) - log p(z) at ``z`` (drawn from q when not given). (...)."""
-        exact = self.analytic_kl(q)
+    def kl(self, q: Distribution, z: torch.Tensor | None = None,
+           analytic: bool = True) -> torch.Tensor:
+        """KL(q(z|x) || p(z)): the closed form where the prior has one (and ``analytic``),
+        otherwise the one-sample estimate log q(z) - log p(z) at ``z`` (drawn from q when not
+        given). (...)."""
+        exact = self.analytic_kl(q) if analytic else None
         if exact is not None:
             return exact
         z = q.rsample() if z is None else z
@@ -203,8 +209,7 @@ class MixtureOfGaussians(Prior):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Component c ~ Categorical(pi), then z = m_c + s_c eps. (n, L)."""
-        probs = torch.softmax(self.logits.detach(), 0)
-        device = generator.device if generator is not None else probs.device
-        c = torch.multinomial(probs.to(device), n, replacement=True, generator=generator)
+        probs = torch.softmax(self.logits.detach(), 0).to(self._draw_device(generator))
+        c = torch.multinomial(probs, n, replacement=True, generator=generator)
         c = c.to(self.loc.device)
         return self.loc[c] + self.log_scale[c].exp() * self._randn(n, generator)

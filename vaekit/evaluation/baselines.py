@@ -182,10 +182,12 @@ def baselines_section(model: VAE, data: PreparedData, split: str = "test",
     if kernel == "bernoulli":
         dist = independent_bernoulli(train)
         lp = [dist.log_prob(_flat(v).double()).sum(-1) for v in (test, train)]
-        out["rows"].append(_row("bernoulli-independent", "independent Bernoulli pixels, "
-                                "p = (count + 1) / (N + 2)", data.dim, *lp, offset, data.dim))
+        out["rows"].append(_row("bernoulli-independent", "independent Bernoulli pixels",
+                                data.dim, *lp, offset, data.dim))
         out["note"] = ("binary data: a Gaussian density is not a pmf of binary vectors (and "
-                       "is degenerate on constant pixels), so the Gaussian and PPCA are skipped")
+                       "is degenerate on constant pixels), so the Gaussian and PPCA are skipped; "
+                       f"independent Bernoulli pixels, p_j = (count_j + 1) / (N + 2), N = "
+                       f"{len(train)} training examples; exact log p(x)")
         return out
     for name, fit in (("gaussian", lambda: fit_gaussian(train)),
                       ("ppca", lambda: fit_ppca(train, model.latent_dim))):

@@ -8,8 +8,9 @@ Both keep running log-sum-exps, so memory does not grow with K, and report the e
 sample size ESS = (sum_k w_k)^2 / sum_k w_k^2 of each example's K weights (1 <= ESS <= K).
 
 The prior proposal does not depend on x, so its K samples are shared by all examples and
-p(x_n|z_k) for all pairs is one matmul (``Likelihood.pairwise_log_prob``): still K iid
-samples per example, as the estimator requires.
+p(x_n|z_k) for all pairs comes from ``Likelihood.pairwise_log_prob`` (one matmul for the
+Bernoulli and Gaussian likelihoods): still K iid samples per example, as the estimator
+requires; conditional models are refused (their p(x|z, y) differs per example).
 """
 
 from __future__ import annotations
@@ -77,14 +78,15 @@ def plan_chunks(n_pairs_budget: int, n_examples: int, k: int) -> tuple[int, int]
 
 def plan_prior_chunks(model: VAE, n_examples: int, k: int, memory_mb: float) -> tuple[int, int]:
     """(examples per batch, shared samples per chunk) of the prior proposal: a matmul form
-    of log p(x_n|z_k) holds (batch, chunk) float64s, a broadcast one (batch, chunk, D)."""
+    of log p(x_n|z_k) holds (batch, chunk) float64s, a broadcast one about ten float32
+    temporaries of (batch, chunk, D) (the discretized logistic's, measured)."""
     d = math.prod(model.event_shape)
     budget = memory_mb * 2**20
     if model.likelihood.pairwise_is_matmul:
         batch = min(n_examples, 2048)
         return batch, max(1, min(k, 1024, int(budget / (8 * (batch + 2 * d)))))
     batch = min(n_examples, 64)
-    return batch, max(1, min(k, 1024, int(budget / (16 * d * (batch + 1)))))
+    return batch, max(1, min(k, 1024, int(budget / (40 * d * (batch + 1)))))
 
 
 def pair_bytes(model: VAE) -> int:

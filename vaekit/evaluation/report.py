@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+GROUP_ORDER = ("encoder", "decoder")  # parameter groups of the gradient table
+
 
 def _line(label: str, value: float, se: float | None, bpd: float | None) -> str:
     s = f"  {label:<34s} {value:10.3f} nats/example"
@@ -19,7 +21,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [f"{r.get('dataset', '?')} {r.get('split', '')} set, {r['n_examples']} examples, "
              f"{r.get('likelihood', '?')} likelihood",
              f"  protocol: {r.get('protocol', 'n/a')}",
-             _line("ELBO (1-sample, analytic KL)", r["elbo"], r["elbo_se"], r.get("elbo_bpd")),
+             _line(f"ELBO (1-sample, {r.get('kl_estimator', 'analytic')} KL)", r["elbo"],
+                   r["elbo_se"], r.get("elbo_bpd")),
              _line("E_q[log p(x|z)] (1 sample)", r["log_px_z"], r["log_px_z_se"], None),
              _line(f"KL(q(z|x) || p(z)) ({r.get('kl_estimator', 'analytic')})", r["kl"],
                    r["kl_se"], None)]
@@ -99,6 +102,60 @@ def format_generation(g: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _table_row(label: str, params: Any, nats: float | None, se: float | None,
+               bpd: float | None) -> str:
+    value = "–" if nats is None else f"{nats:10.3f}" + ("" if se is None else f" ± {se:.3f}")
+    bits = "–" if bpd is None else f"{bpd:.4f}"
+    return f"  {label:<44s} {params!s:>8s}  {value:>22s}  {bits:>8s}"
+
+
+def format_baselines(r: dict[str, Any]) -> str:
+    """Parametric baselines beside the VAE's and the KDE's figures present in ``r``, in
+    nats/example and bits/dim (nats of the baselines' data protocol; see the header)."""
+    b = r["baselines"]
+    lines = [f"parametric baselines on {b['transform']} data: {b['note']}",
+             f"  {'model':<44s} {'params':>8s}  {'log p(x), nats/example':>22s}  {'bits/dim':>8s}"]
+    for row in b["rows"]:
+        lines.append(_table_row(row["model"], row["parameters"], row["log_px"],
+                                row["log_px_se"], row["bpd"]))
+    for name, why in b.get("skipped", {}).items():
+        lines.append(f"  {name}: skipped ({why})")
+    if "kde" in r:
+        k = r["kde"]
+        lines.append(_table_row(f"{k['kernel']}-kernel KDE ({k['n_train']} centres)", "–",
+                                k["log_lik"], k["log_lik_se"], k["bpd"]))
+    lines.append(_table_row("VAE ELBO (1 sample)", "–", r["elbo"], r["elbo_se"],
+                            r.get("elbo_bpd")))
+    if "iwae" in r:
+        lines.append(_table_row(f"VAE IWAE-{r['iwae_k']} bound", "–", r["iwae"], r["iwae_se"],
+                                r.get("iwae_bpd")))
+    if "marginal" in r:
+        imp = r["marginal"]["importance"]
+        lines.append(_table_row(f"VAE log p(x), importance sampling K={imp['k']}", "–",
+                                imp["log_px"], imp["log_px_se"], imp.get("bpd")))
+    if b["transform"] != r.get("transform"):
+        lines.append(f"  (the VAE's nats are of its own {r.get('transform')} data; compare "
+                     "bits/dim)")
+    return "\n".join(lines)
+
+
+def format_gradients(g: dict[str, Any]) -> str:
+    """The gradient-estimator table: per estimator and S, encoder and decoder variance
+    (tr Cov), SNR (||E g|| / sqrt(tr Cov)) and mean cosine to the reference gradient."""
+    head = (f"gradient estimators: {g['repeats']} estimates each on a fixed batch of "
+            f"{g['batch_size']} examples (no minibatch noise); reference: "
+            f"{g['reference_samples']} samples per example; parameters: "
+            + ", ".join(f"{k} {v}" for k, v in g["parameters"].items()))
+    cols = "".join(f" | {grp + ': tr Cov':>17s} {'SNR':>7s} {'cos':>6s}" for grp in GROUP_ORDER)
+    lines = [head, f"  {'estimator':<11s} {'objective':<10s} {'S':>5s}{cols}"]
+    rows = {(r["estimator"], r["samples"], r["group"]): r for r in g["rows"]}
+    for est, s in dict.fromkeys((r["estimator"], r["samples"]) for r in g["rows"]):
+        cells = "".join(f" | {rows[est, s, grp]['variance']:17.4g} {rows[est, s, grp]['snr']:7.3f}"
+                        f" {rows[est, s, grp]['cosine']:6.3f}" for grp in GROUP_ORDER)
+        lines.append(f"  {est:<11s} {rows[est, s, 'encoder']['objective']:<10s} {s:>5d}{cells}")
+    return "\n".join(lines)
+
+
 def format_full_report(r: dict[str, Any]) -> str:
     """Standard figures plus every optional section present in ``r``."""
     parts = [format_report(r)]
@@ -109,6 +166,8 @@ def format_full_report(r: dict[str, Any]) -> str:
     if "kde" in r:
         parts += ["nonparametric baselines:", "  " + r["kde"]["summary"],
                   "  " + r["kde"]["parzen"]["note"]]
+    if "baselines" in r:
+        parts.append(format_baselines(r))
     if "two_stage" in r:
         parts.append(format_two_stage(r["two_stage"]))
     if "generation" in r:

@@ -14,6 +14,7 @@ import torch
 from vaekit.data.batch import Batch
 from vaekit.data.pipeline import PreparedData, fixed_transform
 from vaekit.errors import DataError
+from vaekit.evaluation.baselines import baselines_section
 from vaekit.evaluation.diagnostics import latent_diagnostics
 from vaekit.evaluation.generation import feature_net, features, generate, scores, unit_images
 from vaekit.evaluation.kde import (
@@ -38,6 +39,7 @@ class EvalOptions:
     kde_max_train: int = 10000  # training examples used as KDE centers (seeded subsample)
     diagnostics: bool = False  # active units, KL per dimension, collapse warning
     generation: int = 0  # samples scored against the test set (Fréchet distance, P/R)
+    baselines: bool = False  # exact log p(x) of a full-covariance Gaussian and PPCA (or pmf)
     memory_mb: float = 1024.0  # memory budget of the sampling estimators
     seed: int = 0
     batch_size: int = 1000
@@ -51,6 +53,10 @@ def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions) -> dict[st
     if composite is not None:
         model = composite.stage1
     x = data.test if opts.split == "test" else data.val
+    if opts.naive and model.conditional:
+        raise DataError("the naive estimator shares its prior samples across examples, which "
+                        "a conditional model (p(x|z, y)) does not allow",
+                        "drop --naive; use --loglik for conditional models")
     if len(x) == 0 or (opts.kde and len(data.val) == 0):
         raise DataError(f"the run has no {'validation' if len(x) else opts.split} examples",
                         "use --split test, or train with --val-fraction > 0")
@@ -70,6 +76,8 @@ def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions) -> dict[st
         res["diagnostics"] = latent_diagnostics(model, x, opts.batch_size)
     if opts.kde:
         res["kde"] = kde_section(model, data, x, opts)
+    if opts.baselines:
+        res["baselines"] = baselines_section(model, data, opts.split, opts.seed)
     if composite is not None:
         res["two_stage"] = two_stage_section(composite, x, opts)
     if opts.generation:

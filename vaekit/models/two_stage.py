@@ -50,7 +50,8 @@ class TwoStagePrior(Prior):
         pz = self.stage2.likelihood(u)
         z = pz.mean
         if self.noise:  # a draw of p2(z|u) = N(mean, gamma_z I)
-            eps = torch.randn(z.shape, generator=generator, device=u.device).to(z)
+            eps = torch.randn(z.shape, generator=generator,
+                              device=self._draw_device(generator)).to(z)
             z = z + pz.stddev * eps
         return z
 
@@ -106,8 +107,7 @@ class CodeMixture(Prior):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """c ~ Categorical(weights), z = m_c + L_c eps. (n, k)."""
-        device = generator.device if generator is not None else self.means.device
-        c = torch.multinomial(self.weights.to(device), n, replacement=True,
-                              generator=generator).to(self.means.device)
+        c = torch.multinomial(self.weights.to(self._draw_device(generator)), n,
+                              replacement=True, generator=generator).to(self.means.device)
         eps = self._randn(n, generator)  # (n, k)
         return self.means[c] + (self.scale_tril[c] @ eps.unsqueeze(-1)).squeeze(-1)

@@ -61,13 +61,22 @@ class VAE(nn.Module):
                y: torch.Tensor | int | None = None) -> torch.Tensor:
         """n new examples: z ~ p(z), then the mean of p(x|z[, y]) (or a draw). (n, *shape).
 
-        ``y``: labels (n,) or one label for all, required by a conditional model.
+        ``y``: labels (n,) or one label for all, required by a conditional model. All
+        randomness (z and, with ``mean=False``, x) comes from ``generator`` when given.
         """
         z = self.prior.sample(n, generator)
-        if isinstance(y, int):
-            y = torch.full((n,), y, dtype=torch.long, device=z.device)
+        if (y is not None) != self.conditional:
+            raise ValueError("labels y are needed by a conditional model, and only by one")
+        if y is not None:
+            y = torch.as_tensor(y, device=z.device).long().expand(n)
+            self.condition.check(y)
         px = self.likelihood(z, self.context(y))
-        return px.mean if mean else px.sample()
+        if mean:
+            return px.mean
+        with torch.random.fork_rng(devices=[z.device] if z.device.type == "cuda" else []):
+            if generator is not None:  # p(x|z).sample() takes no generator: seed from it
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            return px.sample()
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor | Batch, y: torch.Tensor | None = None

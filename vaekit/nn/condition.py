@@ -17,9 +17,13 @@ class LabelEmbedding(nn.Module):
         self.num_classes, self.dim = num_classes, dim
         self.embed = nn.Embedding(num_classes, dim)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def check(self, y: torch.Tensor) -> None:
+        """One clear error for labels outside [0, num_classes) (a host sync: call it on user
+        input, not per training step; the data layer checks training labels once)."""
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
             raise DataError(f"labels must lie in [0, {self.num_classes}), got "
                             f"[{int(y.min())}, {int(y.max())}]",
                             f"pass labels the model was trained on (0..{self.num_classes - 1})")
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.embed(y.long())

@@ -52,8 +52,7 @@ def elbo(model: VAE, batch: Batch | torch.Tensor, beta: float = 1.0, kl: str = "
     z = draw_z(q, eps=eps)  # z = mu + sigma * eps, (B, L)
     log_px_z = model.likelihood.log_prob(z, batch.x, c)  # (B,)
     # analytic: the prior's closed form where it has one; mc: log q(z|x) - log p(z) at z
-    mc = kl == "mc"
-    kl_term = q.log_prob(z) - model.prior.log_prob(z) if mc else model.prior.kl(q, z)
+    kl_term = model.prior.kl(q, z, analytic=kl == "analytic")
     return ELBOTerms(log_px_z - beta * kl_term, log_px_z, kl_term, q)
 
 

@@ -21,12 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaekit.config import RunConfig
+from vaekit.config import RESUMABLE, RunConfig
 from vaekit.data.pipeline import BatchLoader, PreparedData, fixed_transform, prepare_data
 from vaekit.errors import CheckpointError, ConfigError
 from vaekit.models import build_model
 from vaekit.train.checkpoint import (
     checkpoint_dir,
+    load_run_config,
     load_trainer_state,
     load_weights,
     save_checkpoint,
@@ -41,6 +42,8 @@ class TrainState:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))  # this epoch's
+    seen: int = 0  # examples of this epoch so far (both survive a mid-epoch resume)
 
 
 @dataclass
@@ -72,7 +75,8 @@ class Run:
         if self.run_dir is None:
             return
         counters = {"epoch": self.state.epoch, "step": self.state.step,
-                    "history": self.state.history, "step_in_epoch": self.loader.step}
+                    "history": self.state.history, "step_in_epoch": self.loader.step,
+                    "epoch_loss_sum": float(self.state.loss_sum), "epoch_seen": self.state.seen}
         save_checkpoint(self.run_dir, self.model, self.optimizer, counters, self._rng_states())
 
     def _rng_states(self) -> dict[str, torch.Tensor]:
@@ -94,7 +98,10 @@ class Run:
         self.loader.load_state_dict({"epoch_state": states["loader_epoch"],
                                      "state": states["loader_now"],
                                      "step": counters["step_in_epoch"]})
-        self.state = TrainState(counters["epoch"], counters["step"], counters["history"])
+        self.state = TrainState(counters["epoch"], counters["step"], counters["history"],
+                                torch.tensor(float(counters.get("epoch_loss_sum", 0.0)),
+                                             device=self.device),
+                                int(counters.get("epoch_seen", 0)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,7 +111,10 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown or unsupported device {name!r}",
+                          "use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA GPU is available",
                           "use --device cpu (or auto)")
@@ -165,10 +175,21 @@ def _open_run_dir(run: Run, resume: bool) -> None:
             raise ValueError("resume needs a run directory")
         return
     if resume:
+        _check_same_run(run.cfg, run.run_dir)
         run.restore()  # the checkpoint loaded: now record e.g. raised epochs
     else:
         prepare_run_dir(run.run_dir)
     run.cfg.save(run.run_dir / "config.json")
+
+
+def _check_same_run(cfg: RunConfig, run_dir: Path) -> None:
+    """A resumed run continues the saved one: only the RESUMABLE settings may differ."""
+    saved = load_run_config(run_dir)
+    for path, (new, old) in cfg.differences(saved).items():
+        if path not in RESUMABLE and path != "version" and not path.startswith("model.data_"):
+            raise CheckpointError(f"{path} = {new} does not match the run saved in {run_dir} "
+                                  f"(saved: {old})", "resume with the saved config.json, or "
+                                  "start a new run")
 
 
 def _notes(run: Run) -> list[str]:
@@ -218,15 +239,17 @@ def fit(run: Run, callbacks: Sequence[Callback] = ()) -> Run:
             cb.on_fit_start(run)
         for epoch in range(state.epoch, run.cfg.train.epochs):
             run.model.train()
-            t0, n_seen = time.perf_counter(), loader.remaining()
-            total = torch.zeros((), device=run.device)
+            if loader.step == 0:  # a new epoch (a mid-epoch resume keeps the running sums)
+                state.loss_sum, state.seen = torch.zeros((), device=run.device), 0
+            t0, seen0 = time.perf_counter(), state.seen
             for batch in loader.epoch():
                 loss = run.step(batch, state.step)
                 state.step += 1
-                total += loss.float() * len(batch)
+                state.loss_sum += loss.float() * len(batch)  # on the device: no host sync
+                state.seen += len(batch)
                 for cb in callbacks:
                     cb.on_step_end(run, loss)
-            row = _epoch_row(epoch, state.step, float(total), n_seen, time.perf_counter() - t0)
+            row = _epoch_row(epoch, state, state.seen - seen0, time.perf_counter() - t0)
             for cb in callbacks:
                 row.update(cb.epoch_metrics(run))
             state.history.append(row)
@@ -240,14 +263,14 @@ def fit(run: Run, callbacks: Sequence[Callback] = ()) -> Run:
     return run
 
 
-def _epoch_row(epoch: int, step: int, total: float, n_seen: int,
-               seconds: float) -> dict[str, Any]:
-    loss = total / max(n_seen, 1)
+def _epoch_row(epoch: int, state: TrainState, n_timed: int, seconds: float) -> dict[str, Any]:
+    """The epoch's figures: mean training loss over all its examples, speed of this pass."""
+    loss = float(state.loss_sum) / max(state.seen, 1)
     if not math.isfinite(loss):
         raise ConfigError(f"training diverged at epoch {epoch + 1} (loss is not finite)",
                           "lower --lr or use a fixed-variance likelihood")
-    return {"epoch": epoch + 1, "step": step, "train_loss": loss, "seconds": round(seconds, 3),
-            "images_per_s": round(n_seen / max(seconds, 1e-9), 1)}
+    return {"epoch": epoch + 1, "step": state.step, "train_loss": loss,
+            "seconds": round(seconds, 3), "images_per_s": round(n_timed / max(seconds, 1e-9), 1)}
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,

@@ -98,9 +98,14 @@ def _written_parameters(model: VAE) -> tuple[list[nn.Linear], list[nn.Linear]]:
         raise FastPathRefusedError("the encoder or decoder is not a plain ReLU MLP")
     written = {p for lin in enc + dec for p in (lin.weight, lin.bias)}
     written |= set(model.likelihood.noise_parameters())
-    missing = [n for n, p in model.named_parameters() if p not in written]
-    if missing or written != set(model.parameters()):
+    named = list(model.named_parameters(remove_duplicate=False))
+    missing = [n for n, p in named if p not in written]
+    if missing or written != {p for _, p in named}:
         raise FastPathRefusedError(f"it would not write the gradients of {missing}")
+    frozen = [n for n, p in named if not p.requires_grad]
+    if frozen or len(named) != len(written):
+        raise FastPathRefusedError(f"it would train frozen or shared parameters "
+                                   f"({frozen or 'a parameter used twice'})")
     return enc, dec
 
 
