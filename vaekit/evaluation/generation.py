@@ -37,7 +37,8 @@ from vaekit.io import atomic_write, atomic_write_text
 class Recipe:
     """How the feature classifier is trained (part of its cache key)."""
 
-    epochs: int = 3
+    epochs: int = 3  # at least; small data sets get more, up to min_steps optimizer steps
+    min_steps: int = 1500
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
@@ -97,7 +98,8 @@ def train_feature_net(x: torch.Tensor, y: torch.Tensor, classes: int,
     net = FeatureNet(tuple(x.shape[1:]), classes, recipe)
     opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
     g = torch.Generator().manual_seed(recipe.seed)
-    for _ in range(recipe.epochs):
+    per_epoch = math.ceil(len(x) / recipe.batch_size)
+    for _ in range(max(recipe.epochs, math.ceil(recipe.min_steps / per_epoch))):
         perm = torch.randperm(len(x), generator=g)
         for s in range(0, len(x), recipe.batch_size):
             idx = perm[s : s + recipe.batch_size]
