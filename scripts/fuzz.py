@@ -331,14 +331,15 @@ def build(seed: Seed, ops: list[tuple[int, int, int]]) -> Input:
                 name = sorted(members)[a % len(members)]
                 members[name] = op(members[name], a, b)
         elif op is gzip_bomb:
-            bomb = (HUGE[a % len(HUGE)], 28 * 28 * 60000, 5 * 2**30, 1024)[b % 4]
+            bomb = (HUGE[a % len(HUGE)], 28 * 28 * 60000, 5 * 2**30, 2**30)[b % 4]
         elif seed.gz and b % 2:
             post.append((op, a, b))  # on the compressed bytes
         else:
             data = op(data, a, b)
     if seed.kind == "npz":
-        method = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
-                  zipfile.ZIP_LZMA)[sum(o[2] for o in ops) % 4]
+        methods = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) * 3 + (zipfile.ZIP_BZIP2,
+                                                                     zipfile.ZIP_LZMA)
+        method = methods[sum(o[2] for o in ops) % len(methods)]  # mostly as numpy writes
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", method) as zf:
             for name, blob in members.items():

@@ -75,10 +75,12 @@ def test_ppca_as_a_vaekit_vae_gives_the_exact_log_likelihood_on_digits():
     fit = fit_ppca(data.train_raw.double() / data.levels, 4)  # any x in [0,1]^64 will do
     x = data.test.x[:100].reshape(100, -1).double()
     exact = fit.log_prob(x)
-    vae = fit.vae()  # exact (diagonal) posterior as encoder: the ELBO is tight
-    assert torch.allclose(elbo(vae, x).value, exact, rtol=0, atol=1e-8)
+    vae = fit.vae()  # exact (diagonal) posterior as encoder: log p(x, z) - log q(z|x) = log p(x)
+    # at every z (the likelihood keeps log sigma^2 as a float32 buffer: ~4e-6 nats off)
+    assert torch.allclose(elbo(vae, x, kl="mc").value, exact, rtol=0, atol=1e-5)
     est = estimate_log_px(vae, x, k=50, seed=0)  # every importance weight equals p(x)
-    assert torch.allclose(est.log_px, exact, rtol=0, atol=1e-8)
+    assert torch.allclose(est.log_px, exact, rtol=0, atol=1e-5)
+    assert float(est.ess.min()) == pytest.approx(50)
     assert torch.allclose(fit.linear_gaussian().exact_log_px(x), exact, rtol=0, atol=1e-8)
 
 
@@ -112,7 +114,10 @@ def test_linear_vae_reaches_the_exact_log_likelihood_of_ppca_data(cli, tmp_path)
     (tmp_path / "data").mkdir()
     np.save(tmp_path / "data" / "train.npy", x[:3000])
     np.save(tmp_path / "data" / "test.npy", x[3000:])
-    (tmp_path / "linear.yaml").write_text("model:\n  arch: {name: mlp, hidden: []}\n")
+    # gamma started above the noise variance 0.25 (from below, 12 epochs are not enough:
+    # -7.66 vs the exact -7.55; 40 epochs reach -7.555)
+    (tmp_path / "linear.yaml").write_text("model:\n  arch: {name: mlp, hidden: []}\n"
+                                          "  likelihood: {name: gaussian-gamma, gamma_init: 1.0}\n")
     run = tmp_path / "run"  # linear encoder and decoder, one learned variance: PPCA's family
     res = cli("train", "--data", tmp_path / "data", "--config", tmp_path / "linear.yaml",
               "--likelihood", "gaussian-gamma", "--latent-dim", "2", "--epochs", "12",

@@ -444,9 +444,274 @@ def test_data_without_labels_has_none_and_bad_labels_are_refused(tmp_path):
     assert load_dataset(str(tmp_path / "plain.npz")).train_y is None
     np.savez(tmp_path / "one.npz", x_train=x, y_train=y, x_test=x[:5])  # one split labelled
     assert load_dataset(str(tmp_path / "one.npz")).test_y is None
+    huge = y.astype(np.int64) * 2**40  # an embedding that large would not fit: not classes
     for bad, fragment in ((y[:-1], "for 30 examples"), (y.reshape(10, 3), "shape"),
-                          (y.astype(np.float32), "dtype"), (-y.astype(np.int64) - 1, "negative")):
-        np.savez(tmp_path / "bad.npz", x=x, y=bad)
+                          (y.astype(np.float32), "dtype"), (-y.astype(np.int64) - 1, "negative"),
+                          (huge, "classes")):
+        np.savez(tmp_path / "bad.npz", x=x, y=bad)  # e.g. regression targets: not classes
+        ds = load_dataset(str(tmp_path / "bad.npz"))
+        assert ds.train_y is None and ds.num_classes == 0 and fragment in ds.label_note
+
+
+# ------------------------------------------------- robustness (issue 10): bounded memory
+
+
+def _traced_peak(fn) -> int:
+    """Peak bytes allocated (Python and numpy, via tracemalloc) while ``fn()`` runs."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except DataError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def _gzip_zeros(mib: int) -> bytes:
+    """A gzip stream inflating to ``mib`` MiB of zeros (one 1 MiB member repeated)."""
+    return gzip.compress(bytes(2**20), compresslevel=9) * mib
+
+
+def test_idx_declared_sizes_are_checked_before_allocating(tmp_path, monkeypatch):
+    header = bytes([0, 0, 0x08, 2]) + (2147483647).to_bytes(4, "big") + (0).to_bytes(4, "big")
+    write_raw(tmp_path / "zero", header)  # the 12-byte file that once allocated 17 GB
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "zero"))
+    assert "holds no values" in one_line(err)
+    huge = bytes([0, 0, 0x0E, 3]) + (2**32 - 1).to_bytes(4, "big") * 3  # product overflows int64
+    write_raw(tmp_path / "huge", huge + b"\0" * 16)
+    peak = _traced_peak(lambda: read_idx(tmp_path / "huge"))
+    with pytest.raises(DataError) as err:
+        read_idx(tmp_path / "huge")
+    assert "truncated" in one_line(err) and peak < 2**20
+    # gzip: the header's size is checked against the limit before anything is inflated
+    monkeypatch.setenv("VAEKIT_MAX_DATA_BYTES", "1M")
+    big = bytes([0, 0, 0x08, 1]) + (2 * 2**20).to_bytes(4, "big")
+    (tmp_path / "big.gz").write_bytes(gzip.compress(big) + _gzip_zeros(2))
+    with pytest.raises(DataError) as err:
+        read_idx(tmp_path / "big.gz")
+    assert "more than the limit of 1.0 MiB" in one_line(err)
+    assert "VAEKIT_MAX_DATA_BYTES" in str(err.value)
+
+
+def test_gzip_bomb_under_a_small_header_is_not_inflated(tmp_path):
+    """A 100-byte header over a body inflating to 64 MiB: the reader stops one byte past
+    what the header declares."""
+    hdr = bytes([0, 0, 0x08, 2]) + (10).to_bytes(4, "big") + (10).to_bytes(4, "big")
+    (tmp_path / "bomb.gz").write_bytes(gzip.compress(hdr) + _gzip_zeros(64))
+    peak = _traced_peak(lambda: read_idx(tmp_path / "bomb.gz"))
+    with pytest.raises(DataError) as err:
+        read_idx(tmp_path / "bomb.gz")
+    assert "longer than its header says" in one_line(err)
+    assert peak < 4 * 2**20, peak
+
+
+def test_max_data_bytes_setting(monkeypatch):
+    from vaekit.data.idx import DEFAULT_MAX_DATA_BYTES, max_data_bytes
+
+    monkeypatch.delenv("VAEKIT_MAX_DATA_BYTES", raising=False)
+    assert max_data_bytes() == DEFAULT_MAX_DATA_BYTES == 4 * 2**30
+    for raw, value in (("123456", 123456), ("8G", 8 * 2**30), ("512MiB", 2**29), ("1e6", 10**6)):
+        monkeypatch.setenv("VAEKIT_MAX_DATA_BYTES", raw)
+        assert max_data_bytes() == value
+    for raw in ("lots", "-1", "0", "inf"):
+        monkeypatch.setenv("VAEKIT_MAX_DATA_BYTES", raw)
+        with pytest.raises(DataError) as err:
+            max_data_bytes()
+        assert "VAEKIT_MAX_DATA_BYTES" in one_line(err)
+
+
+def _npy_header(descr: str, shape: tuple, fortran: bool = False) -> bytes:
+    text = f"{{'descr': {descr!r}, 'fortran_order': {fortran}, 'shape': {shape}, }}"
+    text += " " * (117 - len(text)) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+
+
+def test_npy_declared_shape_is_checked_before_allocating(tmp_path, monkeypatch):
+    from vaekit.data.datasets import read_npy
+
+    path = tmp_path / "huge.npy"  # 129 bytes declaring 80 GB
+    path.write_bytes(_npy_header("<f8", (100000, 100000)) + b"\0")
+    assert path.stat().st_size == 129
+    peak = _traced_peak(lambda: read_npy(path))
+    with pytest.raises(DataError) as err:
+        load_dataset(str(path))
+    assert "truncated" in one_line(err) and peak < 2**20
+    # a forged header length (format 2.0: 4 bytes) is refused before it is read
+    path.write_bytes(b"\x93NUMPY\x02\x00" + (2**31).to_bytes(4, "little") + b"{}")
+    with pytest.raises(DataError) as err:
+        read_npy(path)
+    assert "header of 2147483648 bytes" in one_line(err)
+    # honest but above the limit
+    monkeypatch.setenv("VAEKIT_MAX_DATA_BYTES", "1K")
+    np.save(path, np.zeros((100, 4), np.float32))
+    with pytest.raises(DataError) as err:
+        read_npy(path)
+    assert "more than the limit of 1.0 KiB" in one_line(err)
+
+
+def test_npz_reads_only_the_members_it_uses_and_checks_their_sizes(tmp_path):
+    import zipfile
+
+    x = np.random.default_rng(0).random((10, 3)).astype(np.float32)
+    path = tmp_path / "d.npz"
+    np.savez(path, train=x, test=x[:2])
+    with zipfile.ZipFile(path, "a") as zf:  # unused members: corrupt, huge, pickled
+        zf.writestr("garbage.npy", b"not an array at all")
+        zf.writestr("huge.npy", _npy_header("<f8", (10**6, 10**6)))
+        zf.writestr("objects.npy", _npy_header("|O", (2,)) + b"\x80\x04N.")
+    ds = load_dataset(str(path))
+    assert ds.train.shape == (10, 3)
+    for name, blob, fragment in (
+            ("train.npy", _npy_header("<f8", (10**6, 10**6)), "truncated"),
+            ("train.npy", _npy_header("|O", (2, 2)) + b"\x80\x04N.", "Python objects"),
+            ("train.npy", b"raw bytes", "not a valid .npy"),
+            ("train.npy", _npy_header("<U3", (2, 2)) + b"\0" * 48, "dtype <U3")):
+        with zipfile.ZipFile(tmp_path / "bad.npz", "w") as zf:
+            zf.writestr(name, blob)
+            zf.writestr("test.npy", b"")
         with pytest.raises(DataError) as err:
             load_dataset(str(tmp_path / "bad.npz"))
-        assert fragment in one_line(err)
+        assert fragment in one_line(err), err.value
+    with zipfile.ZipFile(tmp_path / "lzma.npz", "w", zipfile.ZIP_LZMA) as zf:
+        zf.writestr("x.npy", b"")
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "lzma.npz"))
+    assert "numpy.savez" in one_line(err)
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("empty-npy", "not a valid .npy"),
+    ("empty-npz", "npz (zip) archive"),
+    ("corrupt-npz", "npz (zip) archive"),
+    ("cut-npy", "truncated"),
+    ("one-example", "at least 2"),
+    ("no-examples", "shape (0, 3)"),
+    ("1-d", "shape (3,)"),
+    ("0-d", "shape ()"),
+    ("0-features", "examples without values"),
+    ("uint32-wide", "up to 70000"),
+    ("uint64-huge", "up to 18446744073709551615"),
+    ("int64-huge", "quantized values 0..65535"),
+    ("object", "Python objects"),
+    ("complex", "dtype complex128"),
+    ("bool", "dtype bool"),
+    ("strings", "dtype <U1"),
+])
+def test_bad_arrays_end_in_one_data_error_line(tmp_path, case, fragment):
+    path = tmp_path / ("d.npz" if "npz" in case else "d.npy")
+    x = np.zeros((5, 3), np.float32)
+    if case == "empty-npy" or case == "empty-npz":
+        path.write_bytes(b"")
+    elif case == "corrupt-npz":
+        np.savez(path, train=x)
+        path.write_bytes(path.read_bytes()[:-30])
+    elif case == "cut-npy":
+        np.save(path, x)
+        path.write_bytes(path.read_bytes()[:-7])
+    elif case == "object":
+        np.save(path, np.array([[1, None]], dtype=object), allow_pickle=True)
+    else:
+        np.save(path, {"one-example": x[:1], "no-examples": x[:0], "1-d": x[0], "0-d": x[0, 0],
+                       "0-features": x[:, :0],
+                       "uint32-wide": np.full((5, 3), 70000, np.uint32),
+                       "uint64-huge": np.full((5, 3), 2**64 - 1, np.uint64),
+                       "int64-huge": np.full((5, 3), 2**40, np.int64),
+                       "complex": x.astype(complex), "bool": x > 0,
+                       "strings": np.full((5, 3), "a")}[case])
+    with pytest.raises(DataError) as err:
+        load_dataset(str(path))
+    assert fragment in one_line(err), err.value
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64, ">u2", np.int32])
+def test_wider_unsigned_integers_are_quantized_data_with_max_plus_one_levels(tmp_path, dtype):
+    a = np.arange(60).reshape(20, 3).astype(dtype) * 1000  # 0..59000
+    np.save(tmp_path / "q.npy", a)
+    ds = load_dataset(str(tmp_path / "q.npy"))
+    assert ds.levels == 59001 and not ds.train.is_floating_point()
+    both = torch.cat([ds.train, ds.test]).reshape(-1).sort().values
+    assert both.tolist() == list(range(0, 60000, 1000))
+
+
+def test_unreadable_fifo_and_folder_paths(tmp_path, monkeypatch, cli):
+    import os
+
+    from vaekit.data.datasets import read_npy
+
+    np.save(tmp_path / "ok.npy", np.zeros((5, 3), np.float32))
+    real_open = open
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith("ok.npy"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("vaekit.data.idx.open", denied, raising=False)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "ok.npy"))
+    assert "permission denied" in one_line(err)
+    monkeypatch.undo()
+    (tmp_path / "dir.npy").mkdir()
+    with pytest.raises(DataError) as err:
+        read_npy(tmp_path / "dir.npy")
+    assert "is a folder" in one_line(err)
+    with pytest.raises(DataError) as err:
+        read_idx(tmp_path)
+    assert "is a folder" in one_line(err)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.npy")  # reading it would block forever
+        cli("train", "--data", tmp_path / "pipe.npy", "--out", tmp_path / "run"
+            ).assert_user_error("not a regular file")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root reads files whatever their permissions")
+def test_permission_denied_for_real(tmp_path):
+    path = tmp_path / "secret.npy"
+    np.save(path, np.zeros((5, 3), np.float32))
+    path.chmod(0)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(path))
+    assert "permission denied" in one_line(err)
+
+
+def test_generated_set_sizes_are_checked_before_allocating(cli):
+    cli("train", "--data", "ring:n=1e11", "--out", "unused").assert_user_error(
+        "ring", "n=100000000000", "more than the limit")
+    for spec, fragment in (("manifold:r=2,d=100000,n=10", "more than the limit"),
+                           ("ring:n=2.5", "not a finite int"), ("ring:noise=inf", "finite"),
+                           ("ring:n=" + "9" * 5000, "not a finite int")):
+        with pytest.raises(DataError) as err:
+            load_dataset(spec)
+        assert fragment in one_line(err) and len(str(err.value)) < 300
+    assert len(load_dataset("ring:n=1e3").train) == 1000
+
+
+def test_known_failures_end_in_one_clean_cli_line(tmp_path, cli):
+    write_raw(tmp_path / "zero.idx", bytes([0, 0, 0x08, 2]) + (2147483647).to_bytes(4, "big")
+              + bytes(4))
+    (tmp_path / "huge.npy").write_bytes(_npy_header("<f8", (100000, 100000)) + b"\0")
+    np.save(tmp_path / "u64.npy", np.full((5, 3), 2**63, np.uint64))
+    np.save(tmp_path / "last.npy", np.zeros((5, 8, 8, 3), np.uint8))
+    for name, fragment in (("zero.idx", "holds no values"), ("huge.npy", "truncated"),
+                           ("u64.npy", "quantized values"), ("last.npy", "channel-first")):
+        cli("train", "--data", tmp_path / name, "--out", tmp_path / "run").assert_user_error(
+            fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_float_targets_beside_the_data_do_not_stop_an_unconditional_run(tmp_path, cli):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((60, 3)).astype(np.float32), rng.random(60)  # regression targets
+    np.savez(tmp_path / "reg.npz", x_train=x[:50], y_train=y[:50], x_test=x[50:], y_test=y[50:])
+    args = ["train", "--data", tmp_path / "reg.npz", "--likelihood", "gaussian", "--hidden", "8",
+            "--latent-dim", "2", "--epochs", "1", "--device", "cpu", "--no-progress"]
+    res = cli(*args, "--out", tmp_path / "a")
+    assert res.code == 0, res.err
+    assert "no labels (" in res.out and "dtype float64" in res.out  # said, not silent
+    cli(*args, "--conditional", "--out", tmp_path / "b").assert_user_error("dtype float64")

@@ -36,7 +36,7 @@ TRAIN_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--likelihood", "model.likelihood.name", str, "p(x|z): {likelihoods}"),
     ("--sigma", "model.likelihood.sigma", float, "std of the fixed Gaussian likelihood"),
     ("--gamma-init", "model.likelihood.gamma_init", float,
-     "initial learned variance (gamma); None = the training data's variance"),
+     "initial learned variance (gamma); None = 1/10 of the training data's variance"),
     ("--prior", "model.prior.name", str, "p(z): {priors}"),
     ("--epochs", "train.epochs", int, "training epochs"),
     ("--batch-size", "train.batch_size", int, "mini-batch size"),

@@ -369,8 +369,9 @@ def _migrate_0_1(d: dict[str, Any]) -> dict[str, Any]:
         sigma, gamma = model.pop("sigma", None), model.pop("gamma_init", None)
         if lik["name"] == "gaussian" and sigma is not None:
             lik["sigma"] = sigma
-        if lik["name"] in ("gaussian-gamma", "gaussian-diag") and gamma is not None:
-            lik["gamma_init"] = gamma
+        if lik["name"] in ("gaussian-gamma", "gaussian-diag"):
+            lik["gamma_init"] = gamma if gamma is not None else 1.0
+            lik["gamma_lr"] = None  # 0.1 optimizers had one parameter group
         model.update(arch=arch, likelihood=lik)
     if isinstance(train, dict) and isinstance(train.get("objective", "elbo"), str):
         name = train.get("objective", "elbo")

@@ -67,6 +67,7 @@ class Dataset:
     source: str  # where it came from, for the record
     train_y: torch.Tensor | None = None  # (N,) int64 labels
     test_y: torch.Tensor | None = None  # (M,)
+    label_note: str = ""  # why labels that the data carry are not used, if they are not
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -264,7 +265,11 @@ def load_dataset(spec: str) -> Dataset:
         return REGISTRY[name].loader(opts)
     path = Path(spec).expanduser()
     if _exists(path):
-        return load_path(path)
+        try:
+            return load_path(path)
+        except OSError as err:  # probing a folder (readers turn their own errors into DataError)
+            raise DataError(f"cannot read {path}: {short_reason(err)}",
+                            "check the --data path and its permissions") from None
     if os.sep in spec or "." in Path(spec).name:
         raise DataError(f"path {spec} does not exist", "check the --data path")
     raise DataError(f"unknown dataset {spec!r}",
@@ -329,8 +334,6 @@ def _npy_folder(path: Path) -> Dataset:
     (train, train_y), (test, test_y) = arrays("train"), arrays("test")
     if test is None:
         return _from_split(path.name, train, train_y, str(path))
-    if (train_y is None) != (test_y is None):
-        train_y = test_y = None  # labels for one split only: not usable as labels
     return _from_arrays(path.name, train, test, str(path), train_y, test_y)
 
 
@@ -423,8 +426,6 @@ def _load_npz(path: Path) -> Dataset:
         return _from_split(path.stem, x, y, str(path))
     xt = _array(test, path)
     yt = None if test_y is None else _labels(test_y, len(xt), path)
-    if (y is None) != (yt is None):
-        y = yt = None  # labels for one split only: not usable as labels
     return _from_arrays(path.stem, x, xt, str(path), y, yt)
 
 
@@ -489,51 +490,68 @@ def _array(a: np.ndarray, path: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
 
 
-def _labels(a: np.ndarray, n: int, path: Path) -> torch.Tensor:
-    """Integer class labels (n,) in 0..MAX_CLASSES-1, as int64."""
+Labels = torch.Tensor | str | None  # class labels, or why the stored ones cannot be used
+
+
+def _labels(a: np.ndarray, n: int, path: Path) -> Labels:
+    """Integer class labels (n,) in 0..MAX_CLASSES-1, as int64; otherwise a note saying why
+    they are not class labels (e.g. regression targets): only a conditional model needs them,
+    and it says so then."""
     if a.ndim != 1 or len(a) != n or a.dtype.kind not in "ui":
-        raise DataError(f"{path} holds labels of shape {a.shape} and dtype {a.dtype} for {n} "
-                        "examples", "store one non-negative integer label per example")
+        return (f"{path} holds labels of shape {a.shape} and dtype {a.dtype} for {n} examples, "
+                "not one integer class label per example")
     if n and int(a.min()) < 0:
-        raise DataError(f"{path} has negative labels", "store labels as 0..num_classes-1")
+        return f"{path} has negative labels, not classes 0..C-1"
     if n and int(a.max()) >= MAX_CLASSES:
-        raise DataError(f"{path} has labels up to {int(a.max())}, more than {MAX_CLASSES} classes",
-                        "number the classes 0..C-1 (numpy.unique(y, return_inverse=True)[1])")
+        return (f"{path} has labels up to {int(a.max())}, more than {MAX_CLASSES} classes "
+                "(number them 0..C-1, e.g. numpy.unique(y, return_inverse=True)[1])")
     return torch.from_numpy(a.astype(np.int64))
 
 
-def _from_split(name: str, x: torch.Tensor, y: torch.Tensor | None, source: str) -> Dataset:
+def _from_split(name: str, x: torch.Tensor, y: Labels, source: str) -> Dataset:
     """One array: 10% of it (seeded) becomes the test split."""
     if len(x) < 2:
         raise DataError(f"{source} holds {len(x)} example(s); a single array is split into "
                         "train and test (10% held out), which needs at least 2",
                         "add examples, or store separate train and test splits")
-    (train, train_y), (test, test_y) = _split(x, y, 0.1, 0)
-    return _from_arrays(name, train, test, source, train_y, test_y)
+    note = y if isinstance(y, str) else ""
+    (train, train_y), (test, test_y) = _split(x, None if note else y, 0.1, 0)
+    return _from_arrays(name, train, test, source, note or train_y, test_y)
+
+
+def _usable_labels(train_y: Labels, test_y: Labels) -> tuple[torch.Tensor | None,
+                                                             torch.Tensor | None, str]:
+    """(train labels, test labels, note): both splits' labels, or none and why."""
+    notes = [v for v in (train_y, test_y) if isinstance(v, str)]
+    if notes:
+        return None, None, notes[0]
+    if (train_y is None) != (test_y is None):
+        return None, None, "labels were given for one split only"
+    return train_y, test_y, ""
 
 
 def _from_arrays(name: str, train: torch.Tensor, test: torch.Tensor, source: str,
-                 train_y: torch.Tensor | None = None,
-                 test_y: torch.Tensor | None = None) -> Dataset:
+                 train_y: Labels = None, test_y: Labels = None) -> Dataset:
     if train.shape[1:] != test.shape[1:]:
         raise DataError(f"train {tuple(train.shape)} and test {tuple(test.shape)} differ in shape",
                         "store both splits with the same per-example shape")
     if len(train) == 0 or len(test) == 0 or train[0].numel() == 0:
         raise DataError(f"{source} has {len(train)} training and {len(test)} test examples of "
                         f"shape {tuple(train.shape[1:])}", "store non-empty splits")
+    train_y, test_y, note = _usable_labels(train_y, test_y)
     if train.is_floating_point():
         for split, t in (("train", train), ("test", test)):
             if not torch.isfinite(t).all():
                 raise DataError(f"the {split} split of {source} contains NaN or Inf values",
                                 "clean the data (drop or impute those entries) first")
-        return Dataset(name, train, test, None, source, train_y, test_y)
+        return Dataset(name, train, test, None, source, train_y, test_y, note)
     top = int(max(train.max(), test.max()))
     if int(min(train.min(), test.min())) < 0:
         raise DataError(f"{source} has negative integer values",
                         "store images as non-negative integers, or as floats")
     levels = 256 if train.dtype == torch.uint8 else top + 1
     dtype = torch.uint8 if top < 256 else torch.int64
-    return Dataset(name, train.to(dtype), test.to(dtype), levels, source, train_y, test_y)
+    return Dataset(name, train.to(dtype), test.to(dtype), levels, source, train_y, test_y, note)
 
 
 Split = tuple[torch.Tensor, torch.Tensor | None]

@@ -114,11 +114,14 @@ def short_reason(err: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_CHUNK = 2**20
+
+
 def read_into(f: BinaryIO, buf: np.ndarray) -> int:
     """Fill the bytes of the contiguous array ``buf`` from ``f``; return how many were read."""
     view, done = memoryview(buf.reshape(-1).view(np.uint8)), 0
-    while done < len(view):
-        n = f.readinto(view[done:])
+    while done < len(view):  # in chunks: a stream's readinto may build a temporary copy
+        n = f.readinto(view[done : done + _CHUNK])
         if not n:
             break
         done += n

@@ -126,12 +126,18 @@ def _read_images(files: list[Path]) -> tuple[np.ndarray, str]:
     channels = CHANNELS[target]
     w, h = size
     shape = (len(files), h, w) if channels == 1 else (len(files), channels, h, w)
-    check_nbytes(math.prod(shape), f"the {len(files)} images of {first.parent} ({w}x{h} {mode})")
+    check_nbytes(math.prod(shape), f"the {len(files)} images of {first.parent} "
+                 f"({_describe(size, mode)})")
     out = np.empty(shape, np.uint8)
     for i, file in enumerate(files):
         pixels = _decode(file, size, mode, target, first)  # (H, W) or (H, W, C)
         out[i] = pixels if channels == 1 else pixels.transpose(2, 0, 1)
-    return out, f"{w}x{h} {mode}" + (f" read as {target}" if target != mode else "")
+    return out, _describe(size, mode) + (f" read as {target}" if target != mode else "")
+
+
+def _describe(size: tuple[int, int], mode: str) -> str:
+    """Pillow's (width, height) and mode as 'HxW MODE' (rows first, like the array shape)."""
+    return f"{size[1]}x{size[0]} {mode}"
 
 
 def _probe(file: Path) -> tuple[tuple[int, int], str, str]:
@@ -163,8 +169,8 @@ def _decode(file: Path, size: tuple[int, int], mode: str, target: str,
             with Image.open(f) as im:
                 if im.size != size or im.mode != mode:
                     raise DataError(
-                        f"{file} is {im.size[0]}x{im.size[1]} {im.mode}, but the first image "
-                        f"{first} is {size[0]}x{size[1]} {mode}",
+                        f"{file} is {_describe(im.size, im.mode)}, but the first image {first} "
+                        f"is {_describe(size, mode)} (height x width, mode)",
                         "convert every image to one size and mode (e.g. Pillow's "
                         "im.convert(...).resize(...))")
                 return np.asarray(im.convert(target) if im.mode != target else im, np.uint8)

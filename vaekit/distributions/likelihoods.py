@@ -299,8 +299,9 @@ class FixedGaussianLikelihood(GaussianLikelihood):
 @dataclass
 class LearnedVarianceOptions(Options):
     name: str = "gaussian-gamma"
-    gamma_init: float | None = None  # initial variance; None: the training data's variance
+    gamma_init: float | None = None  # initial variance; None: 1/10 of the data's variance
     gamma_min: float = 1e-6  # lower bound of the learned variance (log-densities stay finite)
+    gamma_lr: float | None = 0.01  # Adam lr of log gamma (constant); None: the model's lr
 
     def validate(self) -> None:
         if not self.gamma_min > 0:
@@ -312,6 +313,9 @@ class LearnedVarianceOptions(Options):
                               f"({self.gamma_min:g}), got {self.gamma_init}",
                               "pass e.g. --gamma-init 0.1, or leave it out to start from the "
                               "data's variance")
+        if self.gamma_lr is not None and not 0 < self.gamma_lr < 1:
+            raise ConfigError(f"gamma_lr must be in (0, 1), got {self.gamma_lr}",
+                              "e.g. model.likelihood.gamma_lr: 0.01 (null: the model's --lr)")
 
 
 @dataclass
@@ -321,14 +325,25 @@ class DiagVarianceOptions(LearnedVarianceOptions):
 
 class LearnedVarianceLikelihood(GaussianLikelihood):
     """A Gaussian whose variance is learned as a log-parameter of ``shape`` (named
-    ``param_name`` in checkpoints), bounded below by ``gamma_min``; started at ``gamma_init``
-    or, when that is None, at the training data's variance (``init_from_data``)."""
+    ``param_name`` in checkpoints), bounded below by ``gamma_min``.
+
+    Two defaults keep the variance from being the bottleneck of a short run:
+    - it starts at ``gamma_init`` or, when that is None, at 1/10 of the training data's
+      variance (``init_from_data``): reconstruction then outweighs the KL from the first step
+      and the latents are used (started at the data's variance, a low-dimensional model falls
+      into the posterior-collapse optimum, where gamma = that variance: measured on the ring,
+      which collapses from gamma = var and not from var/2);
+    - log gamma has an Adam learning rate of its own, ``gamma_lr`` (constant, outside the
+      model's schedule): Adam moves a parameter by about lr per step, so at the weights' lr
+      of 1e-3 log gamma would need thousands of steps to reach the reconstruction error;
+      at 0.01 it takes a few hundred (``noise_lr``, read by the optimizer's set-up).
+    """
 
     def __init__(self, decoder: nn.Module, event_shape: Sequence[int], levels: int | None,
                  param_name: str, shape: Sequence[int], gamma_init: float | None,
-                 gamma_min: float) -> None:
+                 gamma_min: float, gamma_lr: float | None) -> None:
         super().__init__(decoder, event_shape, levels)
-        self.gamma_init, self.param_name = gamma_init, param_name
+        self.gamma_init, self.param_name, self.noise_lr = gamma_init, param_name, gamma_lr
         self.min_log_var = math.log(gamma_min)
         start = torch.full(tuple(shape), math.log(gamma_init or 1.0))
         setattr(self, param_name, nn.Parameter(start))
@@ -340,10 +355,11 @@ class LearnedVarianceLikelihood(GaussianLikelihood):
         return [getattr(self, self.param_name)]
 
     def init_from_data(self, x: torch.Tensor) -> None:
-        """log gamma = log of the per-dimension variance of x (its mean, for one gamma)."""
+        """gamma = 1/10 of the per-dimension variance of x (its mean, for one gamma)."""
         if self.gamma_init is not None:
             return
-        var = x.double().var(0).reshape(self.event_shape).clamp_min(math.exp(self.min_log_var))
+        var = x.double().var(0).reshape(self.event_shape) / 10
+        var = var.clamp_min(math.exp(self.min_log_var))
         (param,) = self.noise_parameters()
         with torch.no_grad():
             param.copy_(var.log() if param.dim() else var.mean().log())
@@ -358,8 +374,10 @@ class GammaGaussianLikelihood(LearnedVarianceLikelihood):
     """
 
     def __init__(self, decoder: nn.Module, event_shape: Sequence[int], levels: int | None = None,
-                 *, gamma_init: float | None = None, gamma_min: float = 1e-6) -> None:
-        super().__init__(decoder, event_shape, levels, "log_gamma", (), gamma_init, gamma_min)
+                 *, gamma_init: float | None = None, gamma_min: float = 1e-6,
+                 gamma_lr: float | None = 0.01) -> None:
+        super().__init__(decoder, event_shape, levels, "log_gamma", (), gamma_init, gamma_min,
+                         gamma_lr)
 
     def extra_metrics(self) -> dict[str, float]:
         return {"gamma": float(self.noise_log_var().detach().exp())}
@@ -371,9 +389,10 @@ class DiagGaussianLikelihood(LearnedVarianceLikelihood):
     """N(x; mu(z), diag(v)) with a learned variance v_j per data dimension (not per z)."""
 
     def __init__(self, decoder: nn.Module, event_shape: Sequence[int], levels: int | None = None,
-                 *, gamma_init: float | None = None, gamma_min: float = 1e-6) -> None:
+                 *, gamma_init: float | None = None, gamma_min: float = 1e-6,
+                 gamma_lr: float | None = 0.01) -> None:
         super().__init__(decoder, event_shape, levels, "log_var", event_shape, gamma_init,
-                         gamma_min)
+                         gamma_min, gamma_lr)
 
     def extra_metrics(self) -> dict[str, float]:
         return {"mean_variance": float(self.noise_log_var().detach().exp().mean())}

@@ -29,6 +29,7 @@ from vaekit.models.vae import VAE
 from vaekit.objectives.elbo import log_weights
 
 PROPOSALS = ("encoder", "prior")
+JACKKNIFE_GROUPS = 10  # groups of shared prior samples for the naive estimator's error
 CACHE_PAIRS = 4096  # (sample, example) pairs per decoder pass that stay cache-friendly on CPU
 
 
@@ -41,21 +42,28 @@ class LogLikelihood:
     k: int
     proposal: str
     prefix: dict[int, torch.Tensor] = field(default_factory=dict)  # k' -> estimate from first k'
+    # prior proposal: the mean estimate with each of G sample groups left out (G,) (jackknife)
+    leave_out: torch.Tensor | None = None
 
 
 class _Running:
-    """Running log sum w and log sum w^2 per example, snapshotted at prefix sizes."""
+    """Running log sum w and log sum w^2 per example, snapshotted at prefix sizes, and per
+    group of samples when ``groups`` > 0."""
 
-    def __init__(self, n: int, device: torch.device, ks: Sequence[int]) -> None:
+    def __init__(self, n: int, device: torch.device, ks: Sequence[int], groups: int = 0) -> None:
         self.lse = torch.full((n,), -math.inf, dtype=torch.float64, device=device)
         self.lse2 = self.lse.clone()
+        self.glse = torch.full((groups, n), -math.inf, dtype=torch.float64, device=device)
         self.seen, self.ks, self.snap = 0, set(ks), {}
 
-    def add(self, lw: torch.Tensor) -> None:
-        """lw (c, n): log-weights of the next c samples of every example."""
+    def add(self, lw: torch.Tensor, group: int | None = None) -> None:
+        """lw (c, n): log-weights of the next c samples of every example (of ``group``)."""
         lw = lw.double()
-        self.lse = torch.logaddexp(self.lse, torch.logsumexp(lw, 0))
+        lse = torch.logsumexp(lw, 0)
+        self.lse = torch.logaddexp(self.lse, lse)
         self.lse2 = torch.logaddexp(self.lse2, torch.logsumexp(2 * lw, 0))
+        if group is not None:
+            self.glse[group] = torch.logaddexp(self.glse[group], lse)
         self.seen += lw.shape[0]
         if self.seen in self.ks:
             self.snap[self.seen] = self.lse - math.log(self.seen)
@@ -102,10 +110,30 @@ def _ranges(k: int, chunk: int, cuts: Sequence[int]) -> Iterator[tuple[int, int]
     return itertools.pairwise(borders)
 
 
-def _finish(parts: list[_Running], k: int, proposal: str, cuts: list[int]) -> LogLikelihood:
+def _finish(parts: list[_Running], k: int, proposal: str, cuts: list[int],
+            group_sizes: Sequence[int] = ()) -> LogLikelihood:
     cat = torch.cat
-    return LogLikelihood(cat([p.lse for p in parts]) - math.log(k), cat([p.ess() for p in parts]),
-                         k, proposal, {c: cat([p.snap[c] for p in parts]) for c in cuts})
+    out = LogLikelihood(cat([p.lse for p in parts]) - math.log(k), cat([p.ess() for p in parts]),
+                        k, proposal, {c: cat([p.snap[c] for p in parts]) for c in cuts})
+    if group_sizes:
+        out.leave_out = _leave_one_group_out(cat([p.glse for p in parts], 1), group_sizes, k)
+    return out
+
+
+def _leave_one_group_out(glse: torch.Tensor, sizes: Sequence[int], k: int) -> torch.Tensor:
+    """Mean over examples of the estimate without group g, for every g: glse (G, N) -> (G,)."""
+    out = []
+    for g, size in enumerate(sizes):
+        others = torch.cat([glse[:g], glse[g + 1 :]])
+        out.append((torch.logsumexp(others, 0) - math.log(k - size)).mean())
+    return torch.stack(out)
+
+
+def jackknife_se(leave_out: torch.Tensor) -> float:
+    """Delete-a-group jackknife standard error of a mean estimate from its G leave-one-group-
+    out values: sqrt((G - 1) / G * sum_g (theta_-g - mean)^2)."""
+    g = len(leave_out)
+    return float(((g - 1) / g * (leave_out - leave_out.mean()).pow(2).sum()).sqrt())
 
 
 @torch.no_grad()
@@ -135,13 +163,20 @@ def _prior_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, chun
                           "use importance sampling (--loglik) for conditional models")
     x = data.x
     z = model.prior.sample(k, torch.Generator().manual_seed(seed)).to(x.device)  # (K, L), shared
-    parts = [_Running(len(x[s : s + batch]), x.device, cuts) for s in range(0, len(x), batch)]
-    for k0, k1 in _ranges(k, chunk, cuts):
+    # the shared samples fall into G contiguous groups, for a jackknife of the Monte-Carlo
+    # error of the mean estimate (its errors are correlated across examples)
+    n_groups = min(JACKKNIFE_GROUPS, k)
+    starts = [g * k // n_groups for g in range(n_groups + 1)]
+    parts = [_Running(len(x[s : s + batch]), x.device, cuts, n_groups)
+             for s in range(0, len(x), batch)]
+    for k0, k1 in _ranges(k, chunk, [*cuts, *starts[1:-1]]):
         params = model.likelihood.params(z[k0:k1])  # (c, *param): one decoder pass per chunk
+        group = next(g for g in range(n_groups) if starts[g] <= k0 < starts[g + 1])
         for run, s in zip(parts, range(0, len(x), batch), strict=True):
             lw = model.likelihood.pairwise_log_prob(params, x[s : s + batch])  # (B, c)
-            run.add(lw.T)
-    return _finish(parts, k, "prior", cuts)
+            run.add(lw.T, group)
+    sizes = [b - a for a, b in itertools.pairwise(starts)] if n_groups > 1 else []
+    return _finish(parts, k, "prior", cuts, sizes)
 
 
 @torch.no_grad()

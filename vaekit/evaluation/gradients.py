@@ -35,6 +35,8 @@ Reported per estimator, S and parameter group, over R repeated estimates g_1..g_
   ``reference`` samples per example; for IWAE-S (a different objective for each S), the
   DReG encoder and IWAE decoder gradient averaged over ceil(reference / S) draws (both
   unbiased, DReG the one with the least variance)
+- ``norm_ratio``: ||E g|| / ||g_ref|| (the same bias-corrected ||E g||): about 1 for an
+  unbiased estimator, far from 1 for a biased one (STL for IWAE-S, S > 1)
 
 Parameter groups: ``encoder`` = q(z|x)'s network; ``decoder`` = p(x|z)'s network and any
 learned prior parameters (the generative model theta). A conditional model's label
@@ -65,6 +67,7 @@ ROWS_PER_PASS = 16384  # (sample, example) pairs per pass of the reference gradi
 MEAN_DECAY = 0.9  # running-mean baseline: b <- decay b + (1 - decay) mean f
 
 Surrogates = dict[str, torch.Tensor]  # group -> scalar whose gradient is that group's estimate
+Surrogate = Callable[[VAE, Batch, int, dict], Surrogates]  # (model, batch, S, state)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class Estimator:
 
     name: str
     objective: str  # "elbo" or "iwae"
-    surrogate: Callable[[VAE, Batch, int, dict], Surrogates]
+    surrogate: Surrogate
     min_samples: int = 1
 
 
@@ -98,14 +101,14 @@ def _both(value: torch.Tensor) -> Surrogates:
     return {"encoder": value, "decoder": value}
 
 
-def _reparam(kl: str) -> Callable[[VAE, Batch, int, dict], Surrogates]:
+def _reparam(kl: str) -> Surrogate:
     def surrogate(model: VAE, batch: Batch, s: int, state: dict) -> Surrogates:
         # S one-sample ELBOs of each example: the mean over S copies of the batch
         return _both(elbo(model, tile(batch, s), kl=kl).value.mean())
     return surrogate
 
 
-def _score(baseline: str) -> Callable[[VAE, Batch, int, dict], Surrogates]:
+def _score(baseline: str) -> Surrogate:
     def surrogate(model: VAE, batch: Batch, s: int, state: dict) -> Surrogates:
         if baseline != "mean":
             return _both(score_terms(model, batch, s, baseline=baseline).surrogate.mean())
@@ -118,7 +121,7 @@ def _score(baseline: str) -> Callable[[VAE, Batch, int, dict], Surrogates]:
     return surrogate
 
 
-def _iwae(encoder: str) -> Callable[[VAE, Batch, int, dict], Surrogates]:
+def _iwae(encoder: str) -> Surrogate:
     def surrogate(model: VAE, batch: Batch, s: int, state: dict) -> Surrogates:
         q = model.posterior(batch.x, model.context(batch.y))
         eps = torch.randn((s, *q.base_dist.loc.shape), dtype=q.base_dist.loc.dtype,
@@ -219,16 +222,19 @@ class Moments:
         self.cos.append(float(torch.nn.functional.cosine_similarity(g, self.ref, dim=0)))
 
     def summary(self) -> dict[str, float]:
-        """variance = tr Cov, snr = ||E g|| / sqrt(tr Cov) (bias-corrected), mean cosine."""
+        """variance = tr Cov, snr = ||E g|| / sqrt(tr Cov) (bias-corrected), mean cosine,
+        norm_ratio = ||E g|| / ||g_ref||."""
         r = self.n
         mean = self.sum / r
         var = float(((self.sumsq - r * mean * mean) / max(r - 1, 1)).clamp_min(0).sum())
         signal = max(float(mean @ mean) - var / r, 0.0)
         cos = torch.tensor(self.cos, dtype=torch.float64)
         cos_se = float(cos.std() / math.sqrt(r)) if r > 1 else float("nan")
+        ref_norm = float(self.ref.norm())
         return {"variance": var, "snr": math.sqrt(signal / var) if var > 0 else math.inf,
                 "cosine": float(cos.mean()), "cosine_se": cos_se,
-                "mean_norm": float(mean.norm()), "reference_norm": float(self.ref.norm())}
+                "norm_ratio": math.sqrt(signal) / ref_norm if ref_norm > 0 else math.nan,
+                "mean_norm": float(mean.norm()), "reference_norm": ref_norm}
 
 
 def gradient_study(model: VAE, batch: Batch | torch.Tensor, samples: Sequence[int] = (1, 10, 100),

@@ -139,20 +139,28 @@ def format_baselines(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _gradient_cells(r: dict[str, Any]) -> str:
+    return (f" | {r['variance']:16.4g} {r['snr']:6.2f} {r['cosine']:6.3f} "
+            f"{r['norm_ratio']:6.2f}")
+
+
 def format_gradients(g: dict[str, Any]) -> str:
-    """The gradient-estimator table: per estimator and S, encoder and decoder variance
-    (tr Cov), SNR (||E g|| / sqrt(tr Cov)) and mean cosine to the reference gradient."""
+    """The gradient-estimator table: per estimator and S, for the encoder and the decoder,
+    tr Cov, SNR = ||E g|| / sqrt(tr Cov), the mean cosine to the reference gradient and
+    ||E g|| / ||g_ref|| (about 1 when unbiased)."""
     head = (f"gradient estimators: {g['repeats']} estimates each on a fixed batch of "
             f"{g['batch_size']} examples (no minibatch noise); reference: "
             f"{g['reference_samples']} samples per example; parameters: "
-            + ", ".join(f"{k} {v}" for k, v in g["parameters"].items()))
-    cols = "".join(f" | {grp + ': tr Cov':>17s} {'SNR':>7s} {'cos':>6s}" for grp in GROUP_ORDER)
-    lines = [head, f"  {'estimator':<11s} {'objective':<10s} {'S':>5s}{cols}"]
+            + ", ".join(f"{k} {v}" for k, v in g["parameters"].items())
+            + "\n  tr Cov: trace of the covariance; SNR: ||E g|| / sqrt(tr Cov); cos: mean "
+            "cosine to the reference; norm: ||E g|| / ||reference|| (about 1 when unbiased)")
+    cols = "".join(f" | {grp + ' tr Cov':>16s} {'SNR':>6s} {'cos':>6s} {'norm':>6s}"
+                   for grp in GROUP_ORDER)
+    lines = [head, f"  {'estimator':<11s} {'objective':<9s} {'S':>4s}{cols}"]
     rows = {(r["estimator"], r["samples"], r["group"]): r for r in g["rows"]}
     for est, s in dict.fromkeys((r["estimator"], r["samples"]) for r in g["rows"]):
-        cells = "".join(f" | {rows[est, s, grp]['variance']:17.4g} {rows[est, s, grp]['snr']:7.3f}"
-                        f" {rows[est, s, grp]['cosine']:6.3f}" for grp in GROUP_ORDER)
-        lines.append(f"  {est:<11s} {rows[est, s, 'encoder']['objective']:<10s} {s:>5d}{cells}")
+        cells = "".join(_gradient_cells(rows[est, s, grp]) for grp in GROUP_ORDER)
+        lines.append(f"  {est:<11s} {rows[est, s, 'encoder']['objective']:<9s} {s:>4d}{cells}")
     return "\n".join(lines)
 
 

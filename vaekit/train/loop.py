@@ -142,6 +142,11 @@ def setup_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool
     m = cfg.model
     m.data_shape, m.data_levels = list(data.shape), data.levels or 0
     m.num_classes = data.num_classes if m.conditional else 0
+    if m.conditional and not m.num_classes:
+        why = data.dataset.label_note or "these have none"
+        raise ConfigError(f"a conditional model needs labelled data, and {why}",
+                          "use a dataset with labels (IDX label files, NPZ y arrays) or drop "
+                          "--conditional")
     torch.manual_seed(cfg.train.seed)
     if model is None:
         model = build_model(m)
@@ -195,7 +200,8 @@ def _check_same_run(cfg: RunConfig, run_dir: Path) -> None:
 def _notes(run: Run) -> list[str]:
     """What a user should know about the set-up, for the console and ``train.log``."""
     d, m, t = run.data, run.cfg.model, run.cfg.train
-    labels = f", labels 0-{d.num_classes - 1}" if d.num_classes else ", no labels"
+    note = f" ({d.dataset.label_note})" if d.dataset.label_note else ""
+    labels = f", labels 0-{d.num_classes - 1}" if d.num_classes else f", no labels{note}"
     levels = f"{d.levels} levels" if d.levels else "continuous"
     return [f"data: {d.dataset.name} from {d.dataset.source}: {len(d.train_raw)} training, "
             f"{len(d.val)} validation, {len(d.test)} test examples of shape {d.shape} "

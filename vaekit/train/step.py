@@ -20,12 +20,25 @@ from vaekit.train.fast import AdamStep, fast_elbo
 Step = Callable[[Batch, int], torch.Tensor]  # step(batch, global step) -> detached loss
 
 
+def param_groups(model: nn.Module, lr: float) -> list[dict]:
+    """One group at ``lr``, and one for the likelihood's own variance parameters when it
+    asks for a learning rate of their own (``noise_lr``: constant, no schedule)."""
+    likelihood = getattr(model, "likelihood", None)
+    noise_lr = getattr(likelihood, "noise_lr", None)
+    noise = list(likelihood.noise_parameters()) if noise_lr else []
+    rest = [p for p in model.parameters() if all(p is not q for q in noise)]
+    groups = [{"params": rest, "lr": lr}]
+    if noise:
+        groups.append({"params": noise, "lr": noise_lr, "constant_lr": True})
+    return groups
+
+
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """Adam with the fused single-kernel update where this torch build has it."""
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        return torch.optim.Adam(param_groups(model, lr), lr=lr, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+        return torch.optim.Adam(param_groups(model, lr), lr=lr, foreach=True)
 
 
 def lr_at(step: int, total_steps: int, cfg: RunConfig) -> float:
@@ -60,7 +73,8 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
     def step(batch: Batch, i: int) -> torch.Tensor:
         if scheduled:
             for group in opt.param_groups:
-                group["lr"] = lr_at(i, total_steps, cfg)
+                if not group.get("constant_lr"):
+                    group["lr"] = lr_at(i, total_steps, cfg)
         if fast is not None:
             loss = fast(batch, t.beta)  # writes every p.grad: no zero_grad, no autograd graph
         else:
