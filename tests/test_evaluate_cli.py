@@ -47,3 +47,39 @@ def test_evaluate_bernoulli_run_reports_bits_per_dim_and_binary_kde(cli, tmp_pat
 
 def test_evaluate_rejects_negative_sample_counts(ring_run, cli):
     cli("evaluate", ring_run, "--loglik", "-5").assert_user_error("--loglik")
+
+
+def test_evaluations_accumulate_and_name_their_checkpoint(ring_run, cli, tmp_path):
+    import shutil
+
+    run = shutil.copytree(ring_run, tmp_path / "run")
+    assert cli("evaluate", run, "--k", "5", "--loglik", "20", "--diagnostics").code == 0
+    first = json.loads((run / "eval-test.json").read_text())
+    assert cli("evaluate", run, "--k", "10").code == 0  # a quick second look
+    second = json.loads((run / "eval-test.json").read_text())
+    assert second["iwae_k"] == 10
+    assert second["marginal"] == first["marginal"]  # minutes of work are not thrown away
+    assert second["diagnostics"] == first["diagnostics"]
+    rec = second["checkpoint"]
+    assert rec["epoch"] == 1 and len(rec["weights_sha256"]) == 16
+    assert second["section_checkpoints"]["marginal"] == rec
+
+
+def test_outputs_never_replace_run_state_or_user_files(ring_run, cli, tmp_path, snapshot):
+    import shutil
+
+    run = shutil.copytree(ring_run, tmp_path / "run")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.npy").write_bytes(b"a user's data set")
+    before = snapshot(tmp_path)
+    cli("evaluate", run, "--json", run / "config.json").assert_user_error("run's own state")
+    cli("evaluate", run, "--json", run / "checkpoint" / "trainer.json").assert_user_error(
+        "run's own state")
+    cli("evaluate", run, "--json", data).assert_user_error("suffix")
+    cli("sample", run, "--out", data / "train.png").assert_user_error("--force")
+    (data / "e.json").write_text("{}")
+    before = snapshot(tmp_path)
+    cli("evaluate", run, "--k", "5", "--json", data / "e.json").assert_user_error("--force")
+    assert snapshot(tmp_path) == before
+    assert cli("evaluate", run, "--k", "5", "--json", data / "e.json", "--force").code == 0

@@ -144,7 +144,9 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-mb", type=float, default=1024, help="memory budget (default: 1024)")
     p.add_argument("--seed", type=int, default=0, help="evaluation noise seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
-    p.add_argument("--json", type=Path, help="write figures here (default: RUN/eval-SPLIT.json)")
+    p.add_argument("--json", type=Path, help="write figures here (default: RUN/eval-SPLIT.json, "
+                                             "where evaluations accumulate)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("sample", help="generate new data: z ~ p(z), x = mean of p(x|z)")
     p.add_argument("run", type=Path, help="run directory written by `vaekit train`")
@@ -155,11 +157,13 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
                    help="class to generate, for a conditional model (default: every class "
                         "in turn)")
     p.add_argument("--out", type=Path, help="PNG path (default: RUN/samples.png; + .npy)")
+    p.add_argument("--force", action="store_true", help="replace existing --out files")
     p.set_defaults(func=cmd_sample)
     p = sub.add_parser("reconstruct", help="test examples and their reconstructions")
     p.add_argument("run", type=Path, help="run directory written by `vaekit train`")
     p.add_argument("-n", type=int, default=32, help="number of examples (default: 32)")
     p.add_argument("--out", type=Path, help="PNG path (default: RUN/reconstructions.png)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_reconstruct)
 
 
@@ -268,6 +272,7 @@ def _fit_stage2(args: argparse.Namespace, flags: dict[str, Any]) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from vaekit.evaluation.report import format_full_report
     from vaekit.evaluation.run import EvalOptions, run_evaluation
+    from vaekit.io import atomic_write_text
     from vaekit.viz import save_loglik_curve
 
     for flag in ("k", "loglik", "naive", "kde_max_train", "generation"):
@@ -275,10 +280,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0", "pass 0 to turn it off")
     if args.memory_mb <= 0:
         raise ConfigError("--memory-mb must be positive", "pass e.g. --memory-mb 1024")
-    from vaekit.run import open_run
+    from vaekit.run import merge_evaluation, open_run, output_path
+    from vaekit.train.checkpoint import checkpoint_record
 
     _check_output(args.json, (".json",))
+    path = output_path(args.json, args.run / f"eval-{args.split}.json", args.run, args.force,
+                       "--json")
     model, cfg, data = open_run(args.run, args.device)
+    args.interrupted = "interrupted: the evaluation was not saved"
     opts = EvalOptions(split=args.split, k=args.k, loglik=args.loglik, naive=args.naive,
                        kde=args.kde, kde_max_train=args.kde_max_train,
                        diagnostics=args.diagnostics, memory_mb=args.memory_mb, seed=args.seed,
@@ -286,12 +295,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                        baselines=args.baselines)
     res = run_evaluation(model, data, opts)
     res["likelihood"] = cfg.model.likelihood.name
-    path = args.json or args.run / f"eval-{args.split}.json"
-    path.write_text(json.dumps(res, indent=2) + "\n")
+    res, notes = merge_evaluation(res, path, checkpoint_record(args.run))
+    atomic_write_text(path, json.dumps(res, indent=2) + "\n")
     print(format_full_report(res))
+    for note in notes:
+        print(f"note: {note}")
     if "marginal" in res:
         plot = save_loglik_curve(res["marginal"], path.with_name(f"loglik-vs-K-{args.split}.png"),
-                                 title=f"{cfg.data.name} {args.split}: log p(x) estimators")
+                                 title=f"{Path(cfg.data.name).name} {args.split}: log p(x) "
+                                       "estimators")
         print(f"estimators vs K plotted in {plot}")
     print(f"figures written to {path}")
 
@@ -337,12 +349,16 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     if args.n <= 0:
         raise ConfigError(f"-n must be positive, got {args.n}", "pass e.g. -n 64")
+    from vaekit.run import output_path
+
     _check_output(args.out, IMAGE_SUFFIXES)
+    out = output_path(args.out, args.run / "samples.png", args.run, args.force, "--out")
+    if args.out is not None:  # the raw values go beside it: never onto a user's file
+        output_path(out.with_suffix(".npy"), out, args.run, args.force, "--out's .npy")
     model, cfg = load_model(args.run, "cpu")  # the checkpoint alone is enough
     y = _sample_labels(model, cfg, args)
     x = model.sample(args.n, mean=not args.draw, generator=torch.Generator().manual_seed(args.seed),
                      y=y)
-    out = args.out or args.run / "samples.png"
     save_figure_for(x, out, reference=None if x.dim() >= 3 else reference_data(cfg),
                     title="samples from the model")
     np.save(out.with_suffix(".npy"), x.numpy())
@@ -394,13 +410,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
     if args.n <= 0:
         raise ConfigError(f"-n must be positive, got {args.n}", "pass e.g. -n 32")
-    from vaekit.run import open_run
+    from vaekit.run import open_run, output_path
 
     _check_output(args.out, IMAGE_SUFFIXES)
+    out = output_path(args.out, args.run / "reconstructions.png", args.run, args.force, "--out")
     model, _cfg, data = open_run(args.run, "cpu")
     batch = data.test[: args.n]
     x, rec = batch.x, model.reconstruct(batch.x, batch.y)
-    out = args.out or args.run / "reconstructions.png"
     if x.dim() >= 3:  # rows alternate: originals, reconstructions
         cols = min(8, len(x))
         pairs = [t for i in range(0, len(x), cols) for t in (x[i : i + cols], rec[i : i + cols])]

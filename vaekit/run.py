@@ -121,3 +121,61 @@ def reference_data(cfg: RunConfig, n: int = 2000) -> torch.Tensor | None:
         return prepare_data(cfg.data, cfg.model.likelihood.name, cfg.train.seed).test.x[:n]
     except VaekitError:
         return None
+
+
+# what `vaekit evaluate` adds besides the standard figures; merged into the same file
+SECTIONS = ("marginal", "diagnostics", "kde", "baselines", "two_stage", "generation")
+RUN_STATE = ("config.json", "train.log", "metrics.jsonl", "metrics.csv")
+
+
+def protect_run_state(path: Path, run_dir: Path, what: str) -> None:
+    """Refuse an output path that would replace a run's own state (config, logs, checkpoints)."""
+    path, run = path.resolve(), run_dir.resolve()
+    state = [run / name for name in RUN_STATE] + [run / "stage2" / n for n in RUN_STATE]
+    inside = any(part.startswith("checkpoint") for part in path.relative_to(run).parts[:-1]) \
+        if path.is_relative_to(run) else False
+    if path in state or inside or path.name.startswith("checkpoint"):
+        raise CheckpointError(f"{what} {path} would overwrite the run's own state",
+                              "write the output elsewhere")
+
+
+def output_path(path: Path, default: Path, run_dir: Path, force: bool, what: str) -> Path:
+    """Where an output goes: the default inside the run, or the given path, which must not
+    be run state, a folder, or (without ``force``) an existing file."""
+    out = path or default
+    protect_run_state(out, run_dir, what)
+    if out.is_dir():
+        raise ConfigError(f"{what} {out} is a folder", "give a file name")
+    if path is not None and out.exists() and not force:
+        raise ConfigError(f"{what} {out} already exists", "pass --force to replace it, or "
+                          "choose another path")
+    return out
+
+
+def merge_evaluation(res: dict[str, Any], path: Path, record: dict[str, Any]
+                     ) -> tuple[dict[str, Any], list[str]]:
+    """``res`` with the sections of an earlier evaluation in ``path`` that it did not
+    recompute: evaluations accumulate. Every section names the checkpoint it came from
+    (``section_checkpoints``); returns the merged figures and notes on sections kept from
+    another checkpoint."""
+    import json
+
+    res = {**res, "checkpoint": record}
+    res["section_checkpoints"] = {k: record for k in ("standard", *SECTIONS)
+                                  if k == "standard" or k in res}
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        old = {}
+    notes = []
+    old_ckpts = old.get("section_checkpoints", {}) if isinstance(old, dict) else {}
+    for key in SECTIONS:
+        if key in res or not isinstance(old, dict) or key not in old:
+            continue
+        res[key] = old[key]
+        came_from = old_ckpts.get(key, old.get("checkpoint", {}))
+        res["section_checkpoints"][key] = came_from
+        if came_from.get("weights_sha256") != record.get("weights_sha256"):
+            notes.append(f"section {key} was kept from an earlier evaluation of another "
+                         f"checkpoint (epoch {came_from.get('epoch')}); re-run it to refresh")
+    return res, notes

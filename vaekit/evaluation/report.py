@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 GROUP_ORDER = ("encoder", "decoder")  # parameter groups of the gradient table
@@ -10,7 +11,7 @@ GROUP_ORDER = ("encoder", "decoder")  # parameter groups of the gradient table
 def _line(label: str, value: float, se: float | None, bpd: float | None) -> str:
     s = f"  {label:<34s} {value:10.3f} nats/example"
     if se is not None:
-        s += f" (± {se:.3f} s.e.)"
+        s += f" (± {se:.3f} s.e.)" if math.isfinite(se) else " (s.e. n/a: one example)"
     if bpd is not None:
         s += f"   {bpd:.4f} bits/dim"
     return s
@@ -38,9 +39,15 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def _estimator_lines(name: str, e: dict[str, Any]) -> list[str]:
-    lines = [_line(f"{name}, K={e['k']}", e["log_px"], e["log_px_se"], e.get("bpd")),
+    se = e.get("log_px_se_total", e["log_px_se"])
+    lines = [_line(f"{name}, K={e['k']}", e["log_px"], se, e.get("bpd")),
              f"  {'':34s} ESS of the K weights: median {e['ess_median']:.1f}, "
              f"5th percentile {e['ess_p5']:.1f} (of K={e['k']})"]
+    if "log_px_se_mc" in e:
+        lines.append(f"  {'':34s} s.e. = examples {e['log_px_se']:.3f} (+) shared-sample "
+                     f"Monte Carlo {e['log_px_se_mc']:.3f} (jackknife over sample groups)")
+    if e.get("warning"):
+        lines.append(f"  WARNING ({name}): {e['warning']}")
     return lines
 
 

@@ -95,6 +95,22 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
                               "the checkpoint is corrupt; restore it or train again") from None
 
 
+def checkpoint_record(run_dir: Path) -> dict[str, Any]:
+    """Which checkpoint a figure comes from: folder, epoch, step and a weights hash (and the
+    same for stage 2 of a two-stage run)."""
+    import hashlib
+
+    ckpt = checkpoint_dir(run_dir)
+    counters = json.loads((ckpt / "trainer.json").read_text())
+    sha = hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()
+    rec: dict[str, Any] = {"dir": str(ckpt), "epoch": counters.get("epoch"),
+                           "step": counters.get("step"), "weights_sha256": sha[:16]}
+    second = run_dir / "stage2"
+    if any((second / n / "model.safetensors").is_file() for n in (CKPT, CKPT + ".old")):
+        rec["stage2"] = checkpoint_record(second)
+    return rec
+
+
 def load_weights(model: nn.Module, ckpt: Path) -> None:
     """Load ``model.safetensors`` into ``model``, with a clear error on any mismatch."""
     weights = _load_tensors(ckpt / "model.safetensors")

@@ -50,6 +50,8 @@ def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor
     p = points.detach().cpu().reshape(len(points), -1).numpy()
     ax.scatter(p[:, 0], p[:, 1], s=2, alpha=0.6, c="C0", label="model")
     ax.set_aspect("equal")
+    ax.set_xlabel("x[0] (data units)")
+    ax.set_ylabel("x[1] (data units)")
     ax.legend(loc="upper right")
     ax.set_title(title or "first two coordinates")
     fig.tight_layout()
