@@ -247,3 +247,23 @@ def test_python_resume_refuses_a_different_config(tmp_path):
         train(other, tmp_path / "A", resume=True, progress=False)
     res = train(ring_cfg(2), tmp_path / "A", resume=True, progress=False)  # epochs may change
     assert len(res.history) == 2
+
+
+def test_warmup_as_a_fraction_and_kl_annealing(tmp_path):
+    from vaekit.train.step import beta_at, lr_at, schedule_notes
+
+    cfg = ring_cfg(1, warmup_fraction=0.25, lr=1e-2, beta=0.5, beta_warmup_steps=4)
+    assert lr_at(0, 100, cfg) == pytest.approx(1e-2 / 25)  # 25 of 100 steps
+    assert lr_at(0, 1000, cfg) == pytest.approx(1e-2 / 250)  # scales with the run
+    assert [beta_at(i, cfg) for i in (0, 1, 3, 10)] == [0.125, 0.25, 0.5, 0.5]
+    assert schedule_notes(ring_cfg(1, warmup_steps=500), 9)[0].startswith(
+        "WARNING: the learning-rate warm-up (500 steps) does not finish")
+    both = ring_cfg(1, warmup_steps=5, warmup_fraction=0.5)  # e.g. a preset's fraction + a flag
+    assert lr_at(0, 100, both) == pytest.approx(1e-3 / 5)  # the explicit steps win
+    # KL annealing is recorded and resumes exactly in the middle of its warm-up
+    train(ring_cfg(2, beta_warmup_steps=12), tmp_path / "A", progress=False)
+    train(ring_cfg(1, beta_warmup_steps=12), tmp_path / "B", progress=False)
+    train(ring_cfg(2, beta_warmup_steps=12), tmp_path / "B", resume=True, progress=False)
+    assert_same_weights(tmp_path / "A", tmp_path / "B")
+    log = (tmp_path / "A" / "train.log").read_text()
+    assert "warmed up over 12 steps" in log and "-ELBO(beta warming up" in log

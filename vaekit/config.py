@@ -39,10 +39,11 @@ TRANSFORMS = ("auto", *_TRANSFORMS)  # auto: the likelihood's own default
 # Named settings that a run starts from (CLI: --preset NAME; Python:
 # RunConfig.from_dict(PRESETS[NAME])). "fast": time to quality, tuned on the classic
 # 784-400-20 Bernoulli MLP VAE on Fashion-MNIST, where it reaches in 5 epochs the test ELBO
-# that Adam 1e-3 at batch 128 reaches in 10 (benchmarks/bench_train.py, section ttq).
+# that Adam 1e-3 at batch 128 reaches in 10 (benchmarks/bench_train.py, section ttq); its
+# warm-up is a share of the run, so it scales to any data size.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "fast": {"train": {"epochs": 5, "batch_size": 128, "lr": 6e-3, "lr_schedule": "cosine",
-                       "warmup_steps": 500}},
+                       "warmup_fraction": 0.21}},  # 500 of the 2,345 steps on Fashion-MNIST
 }
 
 
@@ -109,8 +110,10 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: str = "constant"  # constant | cosine (decay to 0 over all steps)
-    warmup_steps: int = 0  # linear learning-rate warm-up from 0
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0, in steps
+    warmup_fraction: float = 0.0  # ... or as a share of the run's steps (when warmup_steps is 0)
     beta: float = 1.0  # weight of KL(q(z|x) || p(z)); 1 gives the ELBO
+    beta_warmup_steps: int = 0  # KL annealing: beta rises linearly from 0 over these steps
     objective: Any = component(OBJECTIVES, "elbo")  # elbo {kl} | iwae {k}
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -132,6 +135,11 @@ class TrainConfig:
         _check(self.lr_schedule in ("constant", "cosine") and self.warmup_steps >= 0,
                f"bad schedule {self.lr_schedule!r} / warm-up {self.warmup_steps}",
                "use --lr-schedule constant|cosine and --warmup-steps >= 0")
+        _check(0 <= self.warmup_fraction < 1,
+               f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}",
+               "pass e.g. --warmup-fraction 0.2")
+        _check(self.beta_warmup_steps >= 0, "beta_warmup_steps must be >= 0",
+               "pass e.g. --beta-warmup-steps 1000")
         _check(self.precision in ("fp32", "bf16"), f"unknown precision {self.precision!r}",
                "use fp32 or bf16")
         _check(self.eval_batch_size > 0, "eval_batch_size must be positive", "pass e.g. 1000")

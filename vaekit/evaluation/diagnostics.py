@@ -67,5 +67,5 @@ def latent_diagnostics(model: VAE, data: Batch | torch.Tensor,
     if n_active < n / 2:
         out["warning"] = (f"posterior collapse: {n - n_active} of {n} latent units are inactive "
                           f"(KL ~ 0); the decoder ignores them. Consider a smaller --latent-dim, "
-                          f"KL warm-up (--beta < 1 early) or a weaker decoder.")
+                          f"KL annealing (--beta-warmup-steps) or a weaker decoder.")
     return out

@@ -132,6 +132,8 @@ def loss_name(run: Run) -> str:
     if t.objective.name == "iwae":
         return f"-IWAE-{t.objective.k}"
     if t.objective.name == "elbo":
+        if t.beta_warmup_steps and run.state.step <= t.beta_warmup_steps:
+            return f"-ELBO(beta warming up to {t.beta:g})"
         return "-ELBO" if t.beta == 1 else f"-ELBO(beta={t.beta:g})"
     return f"{t.objective.name} loss"
 

@@ -32,7 +32,7 @@ from vaekit.train.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from vaekit.train.step import Step, make_optimizer, make_step
+from vaekit.train.step import Step, make_optimizer, make_step, schedule_notes, warmup_steps
 
 
 @dataclass
@@ -160,7 +160,7 @@ def setup_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool
     step, fast = make_step(model, optimizer, cfg, device, total)
     run = Run(cfg, model, data, optimizer, loader, step, TrainState(), device,
               None if run_dir is None else Path(run_dir), fast)
-    run.notes = _notes(run)
+    run.notes = _notes(run) + schedule_notes(cfg, run.total_steps)
     _open_run_dir(run, resume)
     return run
 
@@ -209,8 +209,10 @@ def _notes(run: Run) -> list[str]:
             f"model: {m.kind.label()}, {m.arch.label()}, latent {m.latent_dim}, likelihood "
             f"{m.likelihood.label()}, prior {m.prior.label()}"
             + (", conditional on labels" if m.conditional else ""),
-            f"training: {t.objective.label()}, beta {t.beta}, batch {t.batch_size}, Adam lr "
-            f"{t.lr} ({t.lr_schedule}, {t.warmup_steps} warm-up steps), {t.precision}, "
+            f"training: {t.objective.label()}, beta {t.beta}"
+            + (f" (warmed up over {t.beta_warmup_steps} steps)" if t.beta_warmup_steps else "")
+            + f", batch {t.batch_size}, Adam lr {t.lr} ({t.lr_schedule}, "
+            f"{warmup_steps(run.cfg, run.total_steps)} warm-up steps), {t.precision}, "
             f"device {run.device}; fast path: {run.fast_path}"]
 
 

@@ -41,21 +41,53 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(param_groups(model, lr), lr=lr, foreach=True)
 
 
+def warmup_steps(cfg: RunConfig, total_steps: int) -> int:
+    """The learning-rate warm-up in steps: ``warmup_steps``, or ``warmup_fraction`` of the
+    run's ``total_steps``."""
+    t = cfg.train
+    return t.warmup_steps or round(t.warmup_fraction * total_steps)
+
+
 def lr_at(step: int, total_steps: int, cfg: RunConfig) -> float:
     """Learning rate at a global step: linear warm-up, then constant or cosine decay to 0
     at ``total_steps`` (no decay when ``total_steps`` is unknown, i.e. <= warm-up)."""
-    t = cfg.train
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    if t.lr_schedule == "cosine" and total_steps > t.warmup_steps:
-        progress = (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps)
+    t, warm = cfg.train, warmup_steps(cfg, total_steps)
+    if step < warm:
+        return t.lr * (step + 1) / warm
+    if t.lr_schedule == "cosine" and total_steps > warm:
+        progress = (step - warm) / max(1, total_steps - warm)
         return t.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return t.lr
 
 
-def loss_fn(model: nn.Module, batch: Batch, cfg: RunConfig) -> torch.Tensor:
-    """The registered objective's loss: negative objective, mean over the batch (nats)."""
-    return OBJECTIVES.build(cfg.train.objective, model, batch, cfg.train.beta)
+def beta_at(step: int, cfg: RunConfig) -> float:
+    """The KL weight at a global step: beta (step + 1) / N over the first N =
+    ``beta_warmup_steps`` steps (KL annealing), then beta."""
+    t = cfg.train
+    if step < t.beta_warmup_steps:
+        return t.beta * (step + 1) / t.beta_warmup_steps
+    return t.beta
+
+
+def schedule_notes(cfg: RunConfig, total_steps: int) -> list[str]:
+    """Warnings about schedules that cannot complete within the run's steps."""
+    t, warm, notes = cfg.train, warmup_steps(cfg, total_steps), []
+    if warm >= total_steps > 0:
+        notes.append(f"WARNING: the learning-rate warm-up ({warm} steps) does not finish in "
+                     f"the run's {total_steps} steps: the peak lr {t.lr} is never reached "
+                     "(use --warmup-fraction, or fewer warm-up steps)")
+    if t.beta_warmup_steps >= total_steps > 0:
+        notes.append(f"WARNING: the KL warm-up ({t.beta_warmup_steps} steps) does not finish in "
+                     f"the run's {total_steps} steps: beta never reaches {t.beta}")
+    return notes
+
+
+def loss_fn(model: nn.Module, batch: Batch, cfg: RunConfig,
+            beta: float | None = None) -> torch.Tensor:
+    """The registered objective's loss: negative objective, mean over the batch (nats);
+    ``beta`` (default: the config's) weights the KL."""
+    beta = cfg.train.beta if beta is None else beta
+    return OBJECTIVES.build(cfg.train.objective, model, batch, beta)
 
 
 def make_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
@@ -66,7 +98,7 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
     t = cfg.train
     loss_of = torch.compile(loss_fn) if t.compile else loss_fn
     params = list(model.parameters())
-    scheduled = t.lr_schedule != "constant" or t.warmup_steps > 0
+    scheduled = t.lr_schedule != "constant" or warmup_steps(cfg, total_steps) > 0
     fast, status = fast_elbo(model, cfg, world_size)
     adam_step = AdamStep(opt)  # opt.step() without its per-step Python bookkeeping
 
@@ -75,12 +107,14 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
             for group in opt.param_groups:
                 if not group.get("constant_lr"):
                     group["lr"] = lr_at(i, total_steps, cfg)
+        beta = beta_at(i, cfg)
         if fast is not None:
-            loss = fast(batch, t.beta)  # writes every p.grad: no zero_grad, no autograd graph
+            loss = fast(batch, beta)  # writes every p.grad: no zero_grad, no autograd graph
         else:
             with torch.autocast(device.type, dtype=torch.bfloat16,
                                 enabled=t.precision == "bf16"):
-                loss = loss_of(model, batch, cfg)
+                # compiled: beta as a tensor, or every new value would recompile
+                loss = loss_of(model, batch, cfg, torch.tensor(beta) if t.compile else beta)
             opt.zero_grad(set_to_none=True)
             loss.backward()
         if t.grad_clip > 0:
