@@ -715,3 +715,13 @@ def test_float_targets_beside_the_data_do_not_stop_an_unconditional_run(tmp_path
     assert res.code == 0, res.err
     assert "no labels (" in res.out and "dtype float64" in res.out  # said, not silent
     cli(*args, "--conditional", "--out", tmp_path / "b").assert_user_error("dtype float64")
+
+
+def test_a_named_dataset_of_unusual_size_says_so(tmp_path, monkeypatch):
+    d = tmp_path / "mnist"
+    d.mkdir()
+    write_idx(d / "train-images-idx3-ubyte", np.zeros((80, 4, 4), np.uint8))
+    write_idx(d / "t10k-images-idx3-ubyte", np.zeros((20, 4, 4), np.uint8))
+    monkeypatch.setenv("VAEKIT_DATA", str(tmp_path))
+    assert "NOT the usual mnist: 80/20 examples instead of 60000/10000" in load_dataset(
+        "mnist").source

@@ -41,9 +41,14 @@ def configure(overrides: dict[str, Any], preset: str | None = None,
     return RunConfig.from_dict(merge(merge(base, file_cfg), overrides)).validate()
 
 
-def default_run_dir(cfg: RunConfig) -> Path:
-    """``runs/<data name>-<time>``."""
-    return Path("runs") / f"{Path(cfg.data.name).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
+    """A new ``runs/<data name>-<time>`` (``-2``, ``-3``, ... when that one exists)."""
+    base = Path(root) / f"{Path(cfg.data.name).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 def _dotted(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -124,7 +124,8 @@ def load_idx_dir(directory: Path, name: str) -> Dataset:
     return _from_arrays(name, x_train, x_test, str(directory), *ys)
 
 
-def _named_idx(name: str) -> Callable[[dict[str, str]], Dataset]:
+def _named_idx(name: str, sizes: tuple[int, int] = (60000, 10000)
+               ) -> Callable[[dict[str, str]], Dataset]:
     def load(_opts: dict[str, str]) -> Dataset:
         where = locate(name)
         if where is None:
@@ -133,7 +134,12 @@ def _named_idx(name: str) -> Callable[[dict[str, str]], Dataset]:
             roots = ", ".join(str(r / name) for r in data_roots())
             raise DataError(f"dataset {name!r} was not found in {roots}",
                             f"{hint}put its IDX files in one of those folders")
-        return load_idx_dir(where, name)
+        ds = load_idx_dir(where, name)
+        found = (len(ds.train), len(ds.test))
+        if found != sizes:  # say so: figures are not comparable with the usual ones
+            ds.source += (f" (NOT the usual {name}: {found[0]}/{found[1]} examples instead of "
+                          f"{sizes[0]}/{sizes[1]})")
+        return ds
 
     return load
 
