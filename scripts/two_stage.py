@@ -48,7 +48,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--channels", type=int, nargs="+", default=[32, 64])
     p.add_argument("--fc", type=int, default=512)
     p.add_argument("--latent-dim", type=int, default=64, help="as in the paper (default: 64)")
-    p.add_argument("--epochs", type=int, default=8, help="stage-1 epochs (paper: 400)")
+    p.add_argument("--epochs", type=int, default=5, help="stage-1 epochs (paper: 400)")
     p.add_argument("--stage2-epochs", type=int, default=30, help="(paper: 800)")
     p.add_argument("--stage2-hidden", type=int, nargs="+", default=[512, 512, 512],
                    help="stage-2 widths (paper: 1024 1024 1024)")
@@ -136,12 +136,13 @@ def one_seed(a: argparse.Namespace, seed: int, real: torch.Tensor, net: Any,
 
 def gmm_row(stage1: VAE, data: PreparedData, real: torch.Tensor, net: Any,
             a: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """Ghosh et al.'s ex-post density estimation: a 10-component GMM of the codes E_q[z|x]
-    of the training images, as the prior of the learned-gamma VAE."""
-    x = data.train_raw[:20000]
+    """Ghosh et al.'s ex-post density estimation: a 10-component GMM of the aggregate
+    posterior (one draw z ~ q(z|x) per training image: unused dimensions keep their unit
+    variance, so the GMM is a proper density of the codes), as the learned-gamma VAE's prior."""
     from vaekit.data.pipeline import fixed_transform
 
-    codes = posterior_codes(stage1, fixed_transform(x, data.transform, data.levels, seed))[:, 0]
+    x = fixed_transform(data.train_raw[:20000], data.transform, data.levels, seed)
+    codes = fixed_transform(posterior_codes(stage1, x), "posterior-sample", None, seed)
     t0 = time.perf_counter()
     mixture = CodeMixture.fit(codes, components=10, seed=seed)
     model = VAE(stage1.encoder, stage1.likelihood, mixture)

@@ -121,6 +121,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     precision: str = "fp32"  # fp32 | bf16 (matmuls in bf16; weights, loss, grads stay fp32)
     compile: bool = False  # torch.compile the loss (forward and backward)
+    channels_last: bool = False  # conv weights and activations in NHWC memory order
     fused: bool = True  # allow the fast path (hand-written gradients) where it applies
 
     def __post_init__(self) -> None:

@@ -152,6 +152,8 @@ def setup_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool
         model = build_model(m)
         _init_from_data(model, data)
     model = model.to(device)
+    if cfg.train.channels_last:  # NHWC convolutions (oneDNN / cuDNN often prefer them)
+        model = model.to(memory_format=torch.channels_last)
     optimizer = optimizer or make_optimizer(model, cfg.train.lr)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
     loader = BatchLoader(data.train_raw, data.transform, data.levels, cfg.train.batch_size, gen,
