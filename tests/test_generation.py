@@ -81,3 +81,14 @@ def test_scores_grow_with_noise_and_blur(digits_features):
         blurred = torch.nn.functional.avg_pool2d(test[:, None], k, 1, k // 2)[:, 0]
         fd_blur.append(frechet_distance(real, features(net, blurred)))
     assert fd_blur[0] < 1e-6 and fd_blur == sorted(fd_blur) and fd_blur[-1] > fd_blur[1] > 0
+
+
+def test_standard_fid_needs_local_weights(tmp_path, ring_run, cli):
+    from vaekit.errors import ConfigError
+    from vaekit.evaluation.generation import inception_fid
+
+    x = torch.rand(4, 8, 8)
+    with pytest.raises(ConfigError, match="do not exist"):
+        inception_fid(x, x, tmp_path / "missing.pt")
+    cli("evaluate", ring_run, "--generation", "10", "--inception-weights",
+        tmp_path / "missing.pt").assert_user_error("--inception-weights")

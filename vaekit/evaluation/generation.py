@@ -207,3 +207,31 @@ def generate(model: nn.Module, n: int, seed: int = 0, batch: int = 1000,
         y = None if labels is None else labels[s : s + batch]
         out.append(model.sample(min(batch, n - s), generator=g, y=y).cpu())
     return torch.cat(out)
+
+
+def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights: str | Path,
+                  batch: int = 200) -> float:
+    """Standard Inception FID (torchmetrics' FrechetInceptionDistance, 2048 features) from
+    locally stored Inception weights; nothing is fetched. real, fake (N, [C,] H, W) in [0, 1].
+
+    Needs the optional extra ``pip install 'vaekit[fid]'`` and a weights file such as the
+    ``pt_inception-2015-12-05`` checkpoint that torch-fidelity uses.
+    """
+    from vaekit.errors import ConfigError
+
+    if not Path(weights).is_file():
+        raise ConfigError(f"Inception weights {weights} do not exist",
+                          "point --inception-weights at a local weights file")
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+    except ImportError:
+        raise ConfigError("standard FID needs torchmetrics and torch-fidelity",
+                          "pip install 'vaekit[fid]'") from None
+    fid = FrechetInceptionDistance(feature=2048, normalize=True,
+                                   feature_extractor_weights_path=str(weights))
+    for images, is_real in ((real, True), (fake, False)):
+        for s in range(0, len(images), batch):
+            x = images[s : s + batch].float().clamp(0, 1)
+            x = x.reshape(len(x), -1, *x.shape[-2:])  # (B, C, H, W)
+            fid.update(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x, real=is_real)
+    return float(fid.compute())

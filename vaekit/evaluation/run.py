@@ -16,7 +16,14 @@ from vaekit.data.pipeline import PreparedData, fixed_transform
 from vaekit.errors import DataError
 from vaekit.evaluation.baselines import baselines_section
 from vaekit.evaluation.diagnostics import latent_diagnostics
-from vaekit.evaluation.generation import feature_net, features, generate, scores, unit_images
+from vaekit.evaluation.generation import (
+    feature_net,
+    features,
+    generate,
+    inception_fid,
+    scores,
+    unit_images,
+)
 from vaekit.evaluation.kde import (
     kde_baseline,
     parzen_log_likelihood,
@@ -39,6 +46,7 @@ class EvalOptions:
     kde_max_train: int = 10000  # training examples used as KDE centers (seeded subsample)
     diagnostics: bool = False  # active units, KL per dimension, collapse warning
     generation: int = 0  # samples scored against the test set (Fréchet distance, P/R)
+    inception_weights: str = ""  # local Inception weights: also the standard FID
     baselines: bool = False  # exact log p(x) of a full-covariance Gaussian and PPCA (or pmf)
     memory_mb: float = 1024.0  # memory budget of the sampling estimators
     seed: int = 0
@@ -139,6 +147,8 @@ def generation_section(model: VAE, data: PreparedData, opts: EvalOptions) -> dic
         fake = generate(m, n, opts.seed, labels=labels)
         fake = fake.clamp(0, 1) if ds.is_image else fake
         out[name] = scores(real, features(net, fake))
+        if opts.inception_weights:
+            out[name]["inception_fid"] = inception_fid(real_x, fake, opts.inception_weights)
     return out
 
 
