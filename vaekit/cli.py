@@ -145,6 +145,9 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generation", type=int, default=0, metavar="N",
                    help="Fréchet distance and precision/recall of N samples vs N test images "
                         "in vaekit's feature space (default: 0 = off; e.g. 10000)")
+    p.add_argument("--inception-weights", type=Path, default=None, metavar="FILE",
+                   help="with --generation: also the standard Inception FID from these local "
+                        "weights (needs vaekit[fid]; nothing is downloaded)")
     p.add_argument("--split", choices=["test", "val"], default="test", help="(default: test)")
     p.add_argument("--memory-mb", type=float, default=1024, help="memory budget (default: 1024)")
     p.add_argument("--seed", type=int, default=0, help="evaluation noise seed (default: 0)")
@@ -291,12 +294,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _check_output(args.json, (".json",))
     path = output_path(args.json, args.run / f"eval-{args.split}.json", args.run, args.force,
                        "--json")
+    if args.inception_weights and not args.inception_weights.is_file():
+        raise ConfigError(f"Inception weights {args.inception_weights} do not exist",
+                          "point --inception-weights at a local weights file")
     model, cfg, data = open_run(args.run, args.device)
     args.interrupted = "interrupted: the evaluation was not saved"
     opts = EvalOptions(split=args.split, k=args.k, loglik=args.loglik, naive=args.naive,
                        kde=args.kde, kde_max_train=args.kde_max_train,
                        diagnostics=args.diagnostics, memory_mb=args.memory_mb, seed=args.seed,
                        batch_size=cfg.train.eval_batch_size, generation=args.generation,
+                       inception_weights=str(args.inception_weights or ""),
                        baselines=args.baselines)
     res = run_evaluation(model, data, opts)
     res["likelihood"] = cfg.model.likelihood.name
