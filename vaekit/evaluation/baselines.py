@@ -151,17 +151,33 @@ def independent_bernoulli(x: torch.Tensor) -> Bernoulli:
 # ---------------------------------------------------------------- the evaluation section
 
 
-def protocol_splits(data: PreparedData, split: str, seed: int
-                    ) -> tuple[str, str, float | None, torch.Tensor, torch.Tensor]:
-    """(kernel, transform, bits/dim offset, train, test) under the likelihood's comparable
-    density protocol (``kde_protocol``); the run's own test/val data where it is the run's."""
+@dataclass
+class Comparable:
+    """The data under the likelihood's comparable density protocol (``kde_protocol``)."""
+
+    kernel: str  # "gaussian" or "bernoulli"
+    transform: str
+    bpd_offset: float | None
+    train: torch.Tensor  # (n, *shape)
+    val: torch.Tensor  # (V, *shape)
+    test: torch.Tensor  # (M, *shape) of the evaluated split
+
+
+def protocol_splits(data: PreparedData, split: str, seed: int,
+                    rows: torch.Tensor | None = None) -> Comparable:
+    """Training (``rows`` of it, or all), validation and evaluated split under the protocol
+    of a density comparable with the run's likelihood: the run's own fixed val/test data
+    where the transform is the run's, fresh fixed draws (seeds seed + 1001, + 1002) where it
+    is another (e.g. dequantized data beside a pmf of 8-bit values)."""
     kernel, t, offset = data.likelihood.kde_protocol(data.transform, data.levels, data.dim)
-    train = fixed_transform(data.train_raw, t, data.levels, seed + 2000)
-    test = data.test.x if split == "test" else data.val.x
+    raw = data.train_raw if rows is None else data.train_raw[rows]
+    train = fixed_transform(raw, t, data.levels, seed + 1000)
+    val, test = data.val.x, (data.test.x if split == "test" else data.val.x)
     if t != data.transform:
-        raw = data.dataset.test if split == "test" else data.val_raw
-        test = fixed_transform(raw.to(train.device), t, data.levels, seed + 2001)
-    return kernel, t, offset, train, test
+        raw_x = data.dataset.test if split == "test" else data.val_raw
+        val = fixed_transform(data.val_raw, t, data.levels, seed + 1001)
+        test = fixed_transform(raw_x.to(train.device), t, data.levels, seed + 1002)
+    return Comparable(kernel, t, offset, train, val, test)
 
 
 def _row(name: str, what: str, params: int, log_px: torch.Tensor, train_log_px: torch.Tensor,
@@ -176,7 +192,8 @@ def baselines_section(model: VAE, data: PreparedData, split: str = "test",
                       seed: int = 0) -> dict[str, Any]:
     """Exact test log-likelihoods of the Gaussian and PPCA (or, for binary data, independent
     Bernoulli pixels) fitted on the training split, nats/example and bits/dim."""
-    kernel, t, offset, train, test = protocol_splits(data, split, seed)
+    c = protocol_splits(data, split, seed)
+    kernel, t, offset, train, test = c.kernel, c.transform, c.bpd_offset, c.train, c.test
     out: dict[str, Any] = {"transform": t, "bpd_offset": offset, "n_train": len(train),
                            "dim": data.dim, "rows": []}
     if kernel == "bernoulli":

@@ -14,7 +14,7 @@ import torch
 from vaekit.data.batch import Batch
 from vaekit.data.pipeline import PreparedData, fixed_transform
 from vaekit.errors import DataError
-from vaekit.evaluation.baselines import baselines_section
+from vaekit.evaluation.baselines import baselines_section, protocol_splits
 from vaekit.evaluation.diagnostics import latent_diagnostics
 from vaekit.evaluation.generation import (
     feature_net,
@@ -160,18 +160,12 @@ def kde_section(model: VAE, data: PreparedData, x: Batch, opts: EvalOptions) -> 
     (a pmf) for binary data, a Gaussian kernel otherwise, on dequantized data where the
     likelihood is a pmf of quantized values. Model samples are draws x ~ p(x|z), z ~ p(z).
     """
-    kernel, kde_t, offset = data.likelihood.kde_protocol(data.transform, data.levels, data.dim)
     g = torch.Generator().manual_seed(opts.seed)
     n = min(opts.kde_max_train, len(data.train_raw))
     idx = torch.randperm(len(data.train_raw), generator=g)[:n].to(data.train_raw.device)
-    # seeds of their own: the val/test draws of the run use eval_seed and eval_seed + 1
-    train = fixed_transform(data.train_raw[idx], kde_t, data.levels, opts.seed + 1000)
-    val, test = data.val.x, x.x
-    if kde_t != data.transform:  # e.g. a pmf of 8-bit values vs a KDE of dequantized ones
-        raw_x = data.dataset.test if opts.split == "test" else data.val_raw
-        val = fixed_transform(data.val_raw, kde_t, data.levels, opts.seed + 1001)
-        test = fixed_transform(raw_x, kde_t, data.levels, opts.seed + 1002)
-    kde = kde_baseline(train, val, test, bpd_offset=offset, kernel=kernel)
+    c = protocol_splits(data, opts.split, opts.seed, rows=idx)  # seeds of their own
+    kernel, kde_t, val, test = c.kernel, c.transform, c.val, c.test
+    kde = kde_baseline(c.train, val, test, bpd_offset=c.bpd_offset, kernel=kernel)
     y = None
     if model.conditional:  # samples of p(x) = sum_y p(y) p(x|y), labels as often as in the data
         y = data.train_y[torch.randint(len(data.train_y), (n,), generator=g)]
