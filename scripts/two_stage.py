@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -115,10 +116,12 @@ def one_seed(a: argparse.Namespace, seed: int, real: torch.Tensor, net: Any,
              "learned-gamma": "gaussian-gamma"}
     for name, likelihood in specs.items():
         run_dir = a.out / f"seed{seed}" / name
-        if not (run_dir / "config.json").exists():
-            print(f"[seed {seed}] training {name} ...", flush=True)
-            train(stage1_config(a, likelihood, seed, stage2=name == "learned-gamma"), run_dir,
-                  progress=False)
+        cfg = stage1_config(a, likelihood, seed, stage2=name == "learned-gamma")
+        resume = (run_dir / "checkpoint").is_dir()  # an earlier call's run: continue it
+        if run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)  # stopped before its first checkpoint: start again
+        print(f"[seed {seed}] {'continuing' if resume else 'training'} {name} ...", flush=True)
+        train(cfg, run_dir, resume=resume, progress=False)
         model, _, data = open_run(run_dir, "cpu")
         stage1 = model.stage1 if hasattr(model, "stage1") else model
         out[name] = {**row_figures(stage1, stage1, data, real, net, a, seed),
