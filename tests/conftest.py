@@ -18,6 +18,9 @@ from vaekit.models import build_model
 
 # Tiny models run fastest on one thread; more threads only contend for the (2) CPU cores.
 torch.set_num_threads(1)
+# `vaekit train` and `evaluate` end by writing RUN_DIR/report.html (seconds of figures per
+# run); tests/test_report.py turns it back on where it checks reports, the others skip it.
+os.environ.setdefault("VAEKIT_NO_REPORT", "1")
 
 # tiny runs: ~300 points of the ring, a 16-unit MLP, 2 latent dimensions
 RING_ARGS = ["--data", "ring:n=300", "--hidden", "16", "--latent-dim", "2", "--device", "cpu",

@@ -1,13 +1,18 @@
-"""``vaekit train | evaluate | sample | reconstruct | data list``.
+"""``vaekit train | evaluate | sample | reconstruct | report | demo | data list``.
 
-The CLI only parses arguments and calls library functions. User errors (VaekitError) end
-with one line ``error: <problem>; <fix>`` and exit code 2, never a traceback.
+The CLI only parses arguments and calls library functions. User errors (VaekitError, a
+file that cannot be read or written, memory that runs out) end with one line
+``error: <problem>; <fix>`` and exit code 2, never a traceback; ``vaekit --debug ...`` (or
+``VAEKIT_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,6 +23,9 @@ configure_cpu_runtime()  # before anything imports torch
 
 from vaekit import __version__  # noqa: E402
 from vaekit.errors import ConfigError, VaekitError  # noqa: E402
+
+KEEP_DEFAULT = 3  # vaekit.train.checkpoint.KEEP (not imported here: it would load torch)
+SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (torch's generators take 64 bits)
 
 # flag -> (dotted config path, type, help); defaults are read from the config dataclasses and
 # the registries. Component options (e.g. model.likelihood.sigma) apply to the components
@@ -120,7 +128,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="continue the run saved in RUN_DIR exactly where it stopped")
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="also checkpoint every N steps within an epoch (default: 0 = per epoch)")
+    p.add_argument("--keep-checkpoints", type=int, default=KEEP_DEFAULT, metavar="N",
+                   help="checkpoints kept: checkpoint/, checkpoint.1/, ... (default: "
+                        f"{KEEP_DEFAULT})")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-report", action="store_true", help=NO_REPORT_HELP)
     p.set_defaults(func=cmd_train)
 
 
@@ -155,6 +167,7 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="write figures here (default: RUN/eval-SPLIT.json, "
                                              "where evaluations accumulate)")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
+    p.add_argument("--no-report", action="store_true", help=NO_REPORT_HELP)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("sample", help="generate new data: z ~ p(z), x = mean of p(x|z)")
     p.add_argument("run", type=Path, help="run directory written by `vaekit train`")
@@ -200,17 +213,30 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+        ns = super().parse_args(args, namespace)
+        ns.argv = [str(a) for a in (sys.argv[1:] if args is None else args)]  # for command.txt
+        return ns
+
+
+DEBUG_HELP = "show the full traceback of an error instead of one line"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaekit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parser(sub)
     _add_run_parsers(sub)
     _add_gradients_parser(sub)
+    _add_report_parsers(sub)
     p = sub.add_parser("data", help="datasets: `vaekit data list`")
     p.add_argument("action", choices=["list"], help="list named datasets and where they are")
     p.set_defaults(func=cmd_data)
+    for command in sub.choices.values():  # `vaekit CMD ... --debug` works too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=DEBUG_HELP)
     return parser
 
 
@@ -240,6 +266,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     flags = _flag_overrides(args)
     if args.checkpoint_every < 0:
         raise ConfigError("--checkpoint-every must be >= 0", "pass 0 to checkpoint per epoch only")
+    if args.keep_checkpoints < 1:
+        raise ConfigError(f"--keep-checkpoints must be >= 1, got {args.keep_checkpoints}",
+                          f"pass e.g. --keep-checkpoints {KEEP_DEFAULT}")
     if args.stage2:
         return _fit_stage2(args, flags)
     if args.resume:
@@ -251,13 +280,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         run_dir = args.out or default_run_dir(cfg)
     args.interrupted = f"interrupted; resume training with `vaekit train --resume {run_dir}`"
     run = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress,
-                echo=True, checkpoint_every=args.checkpoint_every)
+                echo=True, checkpoint_every=args.checkpoint_every,
+                keep_checkpoints=args.keep_checkpoints)
     last = run.history[-1] if run.history else {}
     print(f"protocol: {run.data.protocol}")
     if "val_elbo" in last:
         print(f"final validation ELBO: {last['val_elbo']:.3f} nats/example (one-sample estimator)")
     print(f"run directory: {run_dir}  (config.json, checkpoint/, metrics.jsonl, metrics.csv, "
           "train.log)")
+    _record_and_report(run_dir, args)
 
 
 def _fit_stage2(args: argparse.Namespace, flags: dict[str, Any]) -> None:
@@ -275,6 +306,7 @@ def _fit_stage2(args: argparse.Namespace, flags: dict[str, Any]) -> None:
           f"{last.get('gamma', float('nan')):.4g}")
     print(f"run directory: {args.stage2} (stage 2 in {args.stage2 / 'stage2'}); `vaekit sample "
           f"{args.stage2}` now generates through both stages")
+    _record_and_report(args.stage2, args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -286,9 +318,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     for flag in ("k", "loglik", "naive", "kde_max_train", "generation"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0", "pass 0 to turn it off")
-    if args.memory_mb <= 0:
-        raise ConfigError("--memory-mb must be positive", "pass e.g. --memory-mb 1024")
-    from vaekit.run import merge_evaluation, open_run, output_path
+    if not 0 < args.memory_mb < float("inf"):
+        raise ConfigError("--memory-mb must be a positive number", "pass e.g. --memory-mb 1024")
+    _check_seed(args.seed)
+    from vaekit.run import check_evaluation_sizes, merge_evaluation, open_run, output_path
     from vaekit.train.checkpoint import checkpoint_record
 
     _check_output(args.json, (".json",))
@@ -297,6 +330,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.inception_weights and not args.inception_weights.is_file():
         raise ConfigError(f"Inception weights {args.inception_weights} do not exist",
                           "point --inception-weights at a local weights file")
+    check_evaluation_sizes(args.run, naive=args.naive, generation=args.generation,
+                           memory_mb=args.memory_mb)
     model, cfg, data = open_run(args.run, args.device)
     args.interrupted = "interrupted: the evaluation was not saved"
     opts = EvalOptions(split=args.split, k=args.k, loglik=args.loglik, naive=args.naive,
@@ -305,26 +340,33 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                        batch_size=cfg.train.eval_batch_size, generation=args.generation,
                        inception_weights=str(args.inception_weights or ""),
                        baselines=args.baselines)
-    res = run_evaluation(model, data, opts)
+    res = run_evaluation(model, data, opts, progress=True)  # a bar on a terminal only
     res["likelihood"] = cfg.model.likelihood.name
     res, notes = merge_evaluation(res, path, checkpoint_record(args.run))
     atomic_write_text(path, json.dumps(res, indent=2) + "\n")
     print(format_full_report(res))
     for note in notes:
         print(f"note: {note}")
+    bad = [k for k in ("elbo", "iwae", "log_px_z", "kl") if isinstance(res.get(k), float)
+           and not math.isfinite(res[k])]
+    if bad:  # finite weights whose outputs overflow: a run that blew up without a NaN
+        print(f"warning: {', '.join(bad)} not finite: the model's outputs overflow; see its "
+              f"training loss in {args.run / 'metrics.csv'} (a diverged run?)", file=sys.stderr)
     if "marginal" in res:
         plot = save_loglik_curve(res["marginal"], path.with_name(f"loglik-vs-K-{args.split}.png"),
                                  title=f"{Path(cfg.data.name).name} {args.split}: log p(x) "
                                        "estimators")
         print(f"estimators vs K plotted in {plot}")
     print(f"figures written to {path}")
+    _report_after(args.run, progress=True, skip=args.no_report)
 
 
 def cmd_gradients(args: argparse.Namespace) -> None:
     from vaekit.evaluation.gradients import gradient_study, variance_figure
     from vaekit.evaluation.report import format_gradients
+    from vaekit.io import atomic_write_text
     from vaekit.models.two_stage import TwoStageVAE
-    from vaekit.run import open_run
+    from vaekit.run import check_sample_size, open_run, output_path
 
     for flag, low in (("repeats", 2), ("batch_size", 1), ("reference", 1)):
         if getattr(args, flag) < low:
@@ -333,8 +375,14 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     if min(args.samples) < 1:
         raise ConfigError(f"--samples must be >= 1, got {min(args.samples)}",
                           "pass e.g. --samples 1 10 100")
+    _check_seed(args.seed)
     _check_output(args.json, (".json",))
     _check_output(args.out, IMAGE_SUFFIXES)
+    for given, default, what in ((args.json, "gradients.json", "--json"),
+                                 (args.out, "gradients.png", "--out")):
+        output_path(given, args.run / default, args.run, True, what)  # never run state
+    check_sample_size(args.run, 3 * args.batch_size * max(args.samples),
+                      f"--samples {max(args.samples)} x --batch-size {args.batch_size}")
     model, _cfg, data = open_run(args.run, args.device)
     if isinstance(model, TwoStageVAE):  # as in `evaluate`: stage 1 with its N(0, I) prior
         model = model.stage1
@@ -344,7 +392,7 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     res.update(run=str(args.run), batch=f"the first {len(batch)} test examples",
                protocol=data.protocol)
     path = args.json or args.run / "gradients.json"
-    path.write_text(json.dumps(res, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(res, indent=2) + "\n")
     print(format_gradients(res))
     out = args.out or args.run / "gradients.png"
     variance_figure(res).savefig(out, dpi=120)
@@ -361,12 +409,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     if args.n <= 0:
         raise ConfigError(f"-n must be positive, got {args.n}", "pass e.g. -n 64")
-    from vaekit.run import output_path
+    _check_seed(args.seed)
+    from vaekit.run import check_sample_size, output_path
 
     _check_output(args.out, IMAGE_SUFFIXES)
     out = output_path(args.out, args.run / "samples.png", args.run, args.force, "--out")
     if args.out is not None:  # the raw values go beside it: never onto a user's file
         output_path(out.with_suffix(".npy"), out, args.run, args.force, "--out's .npy")
+    check_sample_size(args.run, args.n)
     model, cfg = load_model(args.run, "cpu")  # the checkpoint alone is enough
     y = _sample_labels(model, cfg, args)
     x = model.sample(args.n, mean=not args.draw, generator=torch.Generator().manual_seed(args.seed),
@@ -398,6 +448,12 @@ def _sample_labels(model: Any, cfg: Any, args: argparse.Namespace) -> Any:
     if args.label is not None:
         return torch.full((args.n,), args.label, dtype=torch.long)
     return torch.arange(args.n) % classes
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"--seed {seed} is outside 0 .. 2**63 - 1",
+                          "pass a smaller non-negative seed")
 
 
 def _check_output(path: Path | None, suffixes: tuple[str, ...]) -> None:
@@ -441,6 +497,106 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
           f"written to {out}")
 
 
+def _add_report_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML report of a run, with every "
+                       "figure that applies (PNG and SVG in RUN_DIR/figures/)")
+    p.add_argument("run", type=Path, help="run directory written by `vaekit train`")
+    p.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("demo", help="`vaekit demo ring`: a VAE learns the ring of seed 000's "
+                       "Figure 2; the report shows it (under a minute on 2 CPU cores)")
+    p.add_argument("name", choices=["ring"], help="which demo")
+    p.add_argument("--out", type=Path, help="new run directory (default: runs/ring-demo-<time>)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 40)")
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=cmd_demo)
+
+
+COMMAND_FILE = "command.txt"  # vaekit.report.context.COMMAND_FILE (not imported: loads torch)
+NO_REPORT_HELP = ("do not write RUN_DIR/report.html at the end (also: environment variable "
+                  "VAEKIT_NO_REPORT=1); `vaekit report RUN_DIR` writes it later")
+
+
+def _record_command(run_dir: Path, args: argparse.Namespace) -> None:
+    """Append when, where and the exact command to RUN_DIR/command.txt (the report shows it)."""
+    import os
+    import shlex
+    import time
+
+    with open(run_dir / COMMAND_FILE, "a", encoding="utf-8") as f:
+        f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}, in {os.getcwd()}\n"
+                f"vaekit {shlex.join(getattr(args, 'argv', []))}\n")
+
+
+def _report_after(run_dir: Path, progress: bool, skip: bool = False) -> None:
+    """Write (or refresh) RUN_DIR/report.html after training or evaluating, unless
+    ``skip`` or VAEKIT_NO_REPORT=1; a report that fails leaves the run as it is and says
+    how to retry."""
+    import os
+
+    if skip or os.environ.get("VAEKIT_NO_REPORT", "") not in ("", "0"):
+        return
+    from vaekit.report import write_report
+
+    try:
+        res = write_report(run_dir, progress=progress)
+    except Exception as err:  # the run's results stand; the report is a view of them
+        print(f"note: the report was not written ({type(err).__name__}: "
+              f"{str(err).splitlines()[0] if str(err) else ''}); retry with `vaekit report "
+              f"{run_dir}`", file=sys.stderr)
+        return
+    print(f"report: {res.path} ({res.bytes / 1024:.0f} KB, {len(res.figures)} figures, "
+          f"{res.seconds:.1f} s)")
+
+
+def _record_and_report(run_dir: Path, args: argparse.Namespace) -> None:
+    _record_command(run_dir, args)
+    _report_after(run_dir, progress=not args.no_progress, skip=args.no_report)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from vaekit.report import write_report
+    from vaekit.run import output_path
+
+    _check_output(args.out, (".html", ".htm"))
+    out = output_path(args.out, args.run / "report.html", args.run, True, "--out")
+    res = write_report(args.run, out, progress=not args.no_progress)
+    print(f"report: {res.path} ({res.bytes / 1024:.0f} KB, {len(res.figures)} figures: "
+          f"{', '.join(res.figures)}; {res.seconds:.1f} s); PNG and SVG files in "
+          f"{args.run / 'figures'}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    import time
+
+    from vaekit.report import write_report
+    from vaekit.report.demo import INNER_RADIUS, RING_RADIUS, ring_demo
+
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}", "pass e.g. --epochs 40")
+    _check_seed(args.seed)
+    out = args.out or Path("runs") / f"ring-demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    args.interrupted = f"interrupted; the run so far is in {out}"
+    t0 = time.perf_counter()
+    res = ring_demo(out, args.epochs, args.seed, progress=not args.no_progress)
+    _record_command(out, args)
+    rep = write_report(out, progress=not args.no_progress)
+    last, m = res.last, res.evaluation["marginal"]
+    print(f"ring demo: validation ELBO {last.get('val_elbo', float('nan')):.3f} nats/example, "
+          f"KL {last.get('val_kl', float('nan')):.2f} nats, learned gamma "
+          f"{last.get('gamma', float('nan')):.3g}")
+    for key in ("importance", "naive"):
+        e = m[key]
+        print(f"test log p(x), {key} sampling K={e['k']}: {e['log_px']:.3f} nats/example "
+              f"(ESS median {e['ess_median']:.1f} of {e['k']})")
+    print(f"learned density: mean log p(x) {res.on_ring:.2f} nats on the ring (radius "
+          f"{RING_RADIUS}), {res.inside:.2f} nats at radius {INNER_RADIUS}")
+    print(f"report: {rep.path} ({rep.bytes / 1024:.0f} KB); {time.perf_counter() - t0:.1f} s "
+          "in all")
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     from vaekit.data.datasets import list_datasets
 
@@ -448,20 +604,60 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(f"{name:14s} {desc}\n{'':14s} -> {where}")
 
 
+class _Notes(logging.Handler):
+    """The ``vaekit`` logger's warnings (e.g. a checkpoint skipped) as ``note: ...`` lines on
+    the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"note: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_notes() -> None:
+    logger = logging.getLogger("vaekit")
+    if not any(isinstance(h, _Notes) for h in logger.handlers):
+        logger.addHandler(_Notes())
+        logger.propagate = False
+
+
+def error_line(err: BaseException) -> tuple[str, int]:
+    """(one line ``error: <problem>; <fix>``, exit code) for any exception: user errors exit
+    2, anything else is a bug in vaekit (exit 1)."""
+    if isinstance(err, VaekitError):
+        return f"error: {err}", err.exit_code
+    if isinstance(err, BrokenPipeError):  # the reader of our output went away
+        return "", 1
+    if isinstance(err, OSError):
+        where = f" {err.filename}" if err.filename else ""
+        return (f"error: cannot access{where}: {err.strerror or err}; check the path, its "
+                "permissions and the free space", 2)
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, MemoryError) or "out of memory" in text or "can't allocate" in text:
+        return (f"error: out of memory ({text[:200]}); use smaller sizes (--batch-size, "
+                "--memory-mb, -n, --hidden)", 2)
+    return (f"error: internal error {type(err).__name__}: {text[:300]}; this is a bug in "
+            "vaekit: run again with `vaekit --debug ...` and report the traceback", 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, --version, or a usage error already printed
         return int(done.code or 0)
+    debug = getattr(args, "debug", False) or os.environ.get("VAEKIT_DEBUG", "") not in ("", "0")
+    _show_notes()
     try:
         args.func(args)
-    except VaekitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
     except KeyboardInterrupt:
         print(getattr(args, "interrupted", f"interrupted: vaekit {args.command} stopped"),
               file=sys.stderr)
         return 130
+    except Exception as err:
+        if debug:
+            raise
+        line, code = error_line(err)
+        if line:
+            print(line, file=sys.stderr)
+        return code
     return 0
 
 

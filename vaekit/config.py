@@ -35,6 +35,7 @@ from vaekit.errors import ConfigError
 from vaekit.registry import LIKELIHOODS, MODELS, NETWORKS, OBJECTIVES, PRIORS, Options, component
 
 TRANSFORMS = ("auto", *_TRANSFORMS)  # auto: the likelihood's own default
+SEED_LIMIT = 2**63  # seeds (and seed + small offsets) must fit torch's 64-bit generators
 
 # Named settings that a run starts from (CLI: --preset NAME; Python:
 # RunConfig.from_dict(PRESETS[NAME])). "fast": time to quality, tuned on the classic
@@ -69,6 +70,8 @@ class DataConfig:
                f"val_fraction must be in [0, 1), got {self.val_fraction}",
                "pass e.g. --val-fraction 0.1")
         _check(self.limit >= 0, f"limit must be >= 0, got {self.limit}", "pass --limit 0 for all")
+        _check(0 <= self.eval_seed < SEED_LIMIT, f"data.eval_seed {self.eval_seed} is outside "
+               "0 .. 2**63 - 1", "pass a smaller non-negative seed")
 
 
 @dataclass
@@ -98,6 +101,11 @@ class ModelConfig:
                "pass --latent-dim 32 (or any positive integer)")
         _check(self.label_dim > 0, f"label_dim must be positive, got {self.label_dim}",
                "pass e.g. model.label_dim: 16")
+        for key, ok in (("data_shape", all(d > 0 for d in self.data_shape)),
+                        ("data_levels", self.data_levels >= 0),
+                        ("num_classes", self.num_classes >= 0)):
+            _check(ok, f"model.{key} = {getattr(self, key)} is not a size (negative)",
+                   "it is filled from the data: leave it out of a config file")
         for name in ("kind", "arch", "likelihood", "prior"):
             getattr(self, name).validate()
 
@@ -149,6 +157,8 @@ class TrainConfig:
                "pass e.g. --grad-clip 10 (0 = off)")
         _check(self.beta >= 0 and math.isfinite(self.beta),
                f"beta must be a finite number >= 0, got {self.beta}", "pass e.g. --beta 1")
+        _check(0 <= self.seed < SEED_LIMIT, f"seed {self.seed} is outside 0 .. 2**63 - 1",
+               "pass a smaller non-negative --seed")
         self.objective.validate()
 
 

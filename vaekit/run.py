@@ -120,6 +120,32 @@ def open_run(run_dir: Path, device: str = "auto") -> tuple[nn.Module, RunConfig,
     return model, cfg, data.to(dev)
 
 
+def check_sample_size(run_dir: Path, n: int, what: str | None = None) -> None:
+    """Refuse generating ``n`` examples of the run's model at once beyond this machine's
+    memory, before the model is loaded."""
+    from vaekit.limits import check_samples
+
+    cfg = load_run_config(run_dir)
+    check_samples(cfg.model, n, what or f"-n {n:,} samples", "ask for fewer at a time (-n), "
+                  "with another --seed for more", torch.device("cpu"))
+
+
+def check_evaluation_sizes(run_dir: Path, naive: int, generation: int,
+                           memory_mb: float) -> None:
+    """Refuse what an evaluation would have to hold at once beyond its budget: the naive
+    estimator's K shared prior samples (K x L), the generated samples. (The importance
+    sampler draws its noise chunk by chunk: any K fits in ``memory_mb``.)"""
+    cfg = load_run_config(run_dir)
+    need = naive * cfg.model.latent_dim * 8
+    if need > memory_mb * 2**20:
+        raise ConfigError(f"--naive {naive:,} holds its {naive:,} prior samples at once "
+                          f"({need / 2**20:,.0f} MB), beyond --memory-mb {memory_mb:g}",
+                          "use a smaller K for --naive, or raise --memory-mb")
+    if generation:
+        check_sample_size(run_dir, 2 * generation, f"--generation {generation:,} (samples and "
+                          "as many test images)")
+
+
 def reference_data(cfg: RunConfig, n: int = 2000) -> torch.Tensor | None:
     """Up to n test examples to draw beside samples, when the dataset is at hand."""
     try:
@@ -148,6 +174,11 @@ def output_path(path: Path, default: Path, run_dir: Path, force: bool, what: str
     """Where an output goes: the default inside the run, or the given path, which must not
     be run state, a folder, or (without ``force``) an existing file."""
     out = path or default
+    if out.is_symlink() and not out.exists():
+        import os
+
+        raise ConfigError(f"{what} {out} is a symbolic link to the missing {os.readlink(out)}",
+                          "remove the link or write elsewhere")
     protect_run_state(out, run_dir, what)
     if out.is_dir():
         raise ConfigError(f"{what} {out} is a folder", "give a file name")

@@ -6,6 +6,8 @@ Prior proposal (the naive estimator of seed 000 section 3 / Doersch):
     log p(x) ~= log 1/K sum_k p(x|z_k),               z_k ~ p(z)
 Both keep running log-sum-exps, so memory does not grow with K, and report the effective
 sample size ESS = (sum_k w_k)^2 / sum_k w_k^2 of each example's K weights (1 <= ESS <= K).
+The encoder proposal's noise is drawn chunk by chunk (``NoiseWindow``): any K fits in the
+memory budget. Long estimations show a progress bar (on a terminal).
 
 The prior proposal does not depend on x, so its K samples are shared by all examples and
 p(x_n|z_k) for all pairs comes from ``Likelihood.pairwise_log_prob`` (one matmul for the
@@ -15,22 +17,25 @@ requires; conditional models are refused (their p(x|z, y) differs per example).
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from vaekit.data.batch import Batch, as_batch
 from vaekit.errors import VaekitError
-from vaekit.evaluation.noise import IndexedNoise
+from vaekit.evaluation.noise import IndexedNoise, NoiseWindow
 from vaekit.models.vae import VAE
 from vaekit.objectives.elbo import log_weights
 
 PROPOSALS = ("encoder", "prior")
 JACKKNIFE_GROUPS = 10  # groups of shared prior samples for the naive estimator's error
 CACHE_PAIRS = 4096  # (sample, example) pairs per decoder pass that stay cache-friendly on CPU
+PROGRESS_PAIRS = 50_000_000  # (sample, example) pairs from which a bar shows (~10 s on 2 cores)
 
 
 @dataclass
@@ -105,9 +110,22 @@ def pair_bytes(model: VAE) -> int:
 
 
 def _ranges(k: int, chunk: int, cuts: Sequence[int]) -> Iterator[tuple[int, int]]:
-    """[k0, k1) ranges of at most ``chunk`` samples that also break at every cut."""
-    borders = sorted({*range(0, k, chunk), *cuts, k})
-    return itertools.pairwise(borders)
+    """[k0, k1) ranges of at most ``chunk`` samples that also break at every cut (lazily:
+    nothing of size K is built)."""
+    last = 0
+    for border in heapq.merge(range(chunk, k, chunk), sorted(cuts), (k,)):
+        if last < border <= k:
+            yield last, border
+            last = border
+
+
+def _bar(total: int, k: int, progress: bool | None) -> tqdm:
+    """A progress bar over (sample, example) pairs: shown when ``progress``, or (None) on a
+    terminal when there are at least PROGRESS_PAIRS."""
+    disable = (not progress) if progress is not None else (
+        None if total >= PROGRESS_PAIRS else True)
+    return tqdm(total=total, disable=disable, unit="pair", unit_scale=True, leave=False,
+                desc=f"log p(x), K={k:,}", mininterval=1.0)
 
 
 def _finish(parts: list[_Running], k: int, proposal: str, cuts: list[int],
@@ -138,25 +156,27 @@ def jackknife_se(leave_out: torch.Tensor) -> float:
 
 @torch.no_grad()
 def _encoder_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, chunk: int,
-                      cuts: list[int]) -> LogLikelihood:
+                      cuts: list[int], progress: bool | None = None) -> LogLikelihood:
     model.prior.check_log_prob("importance sampling of log p(x)")
     noise = IndexedNoise(model.latent_dim, seed, data.device)
     parts = []
-    for s in range(0, len(data), batch):
-        part = data[s : s + batch]
-        q = model.posterior(part.x, model.context(part.y))  # one encoder pass per example
-        eps = noise.block(torch.arange(s, s + len(part)), k)  # (K, B, L)
-        run = _Running(len(part), data.device, cuts)
-        for k0, k1 in _ranges(k, chunk, cuts):
-            e = eps[k0:k1].contiguous()  # (c, B, L): the decoder then needs no copy
-            run.add(log_weights(model, part, k1 - k0, eps=e, q=q))  # (c, B)
-        parts.append(run)
+    with _bar(len(data) * k, k, progress) as bar:
+        for s in range(0, len(data), batch):
+            part = data[s : s + batch]
+            q = model.posterior(part.x, model.context(part.y))  # one encoder pass per example
+            window = NoiseWindow(noise, torch.arange(s, s + len(part)))
+            run = _Running(len(part), data.device, cuts)
+            for k0, k1 in _ranges(k, chunk, cuts):
+                e = window.get(k0, k1)  # (c, B, L) contiguous: drawn for this chunk only
+                run.add(log_weights(model, part, k1 - k0, eps=e, q=q))  # (c, B)
+                bar.update((k1 - k0) * len(part))
+            parts.append(run)
     return _finish(parts, k, "encoder", cuts)
 
 
 @torch.no_grad()
 def _prior_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, chunk: int,
-                    cuts: list[int]) -> LogLikelihood:
+                    cuts: list[int], progress: bool | None = None) -> LogLikelihood:
     if model.conditional:
         raise VaekitError("the naive estimator shares its prior samples across examples, "
                           "which a conditional model (p(x|z, y)) does not allow",
@@ -169,12 +189,14 @@ def _prior_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, chun
     starts = [g * k // n_groups for g in range(n_groups + 1)]
     parts = [_Running(len(x[s : s + batch]), x.device, cuts, n_groups)
              for s in range(0, len(x), batch)]
-    for k0, k1 in _ranges(k, chunk, [*cuts, *starts[1:-1]]):
-        params = model.likelihood.params(z[k0:k1])  # (c, *param): one decoder pass per chunk
-        group = next(g for g in range(n_groups) if starts[g] <= k0 < starts[g + 1])
-        for run, s in zip(parts, range(0, len(x), batch), strict=True):
-            lw = model.likelihood.pairwise_log_prob(params, x[s : s + batch])  # (B, c)
-            run.add(lw.T, group)
+    with _bar(len(x) * k, k, progress) as bar:
+        for k0, k1 in _ranges(k, chunk, [*cuts, *starts[1:-1]]):
+            params = model.likelihood.params(z[k0:k1])  # (c, *param): one decoder pass a chunk
+            group = next(g for g in range(n_groups) if starts[g] <= k0 < starts[g + 1])
+            for run, s in zip(parts, range(0, len(x), batch), strict=True):
+                lw = model.likelihood.pairwise_log_prob(params, x[s : s + batch])  # (B, c)
+                run.add(lw.T, group)
+            bar.update((k1 - k0) * len(x))
     sizes = [b - a for a, b in itertools.pairwise(starts)] if n_groups > 1 else []
     return _finish(parts, k, "prior", cuts, sizes)
 
@@ -183,12 +205,14 @@ def _prior_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, chun
 def estimate_log_px(model: VAE, data: Batch | torch.Tensor, k: int, proposal: str = "encoder",
                     seed: int = 0, memory_mb: float = 1024.0,
                     prefix_ks: Sequence[int] = (), batch_size: int | None = None,
-                    chunk_size: int | None = None) -> LogLikelihood:
+                    chunk_size: int | None = None, progress: bool | None = None
+                    ) -> LogLikelihood:
     """Estimate log p(x[|y]) with K importance samples for every example of ``data``.
 
     Same seed -> same numbers (up to float rounding), whatever ``memory_mb``,
     ``batch_size`` or ``chunk_size``. ``prefix_ks`` also reports the estimate from the first
-    k' < K samples: for the encoder proposal, one draw of the IWAE-k' bound.
+    k' < K samples: for the encoder proposal, one draw of the IWAE-k' bound. ``progress``:
+    a progress bar (None: on a terminal, for long estimations).
     """
     if proposal not in PROPOSALS:
         raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
@@ -200,7 +224,7 @@ def estimate_log_px(model: VAE, data: Batch | torch.Tensor, k: int, proposal: st
     if proposal == "prior":
         b_auto, c_auto = plan_prior_chunks(model, len(data), k, memory_mb)
         return _prior_estimate(model, data, k, seed, batch_size or b_auto, chunk_size or c_auto,
-                               cuts)
+                               cuts, progress)
     b_auto, c_auto = plan_chunks(int(memory_mb * 2**20 / pair_bytes(model)), len(data), k)
     return _encoder_estimate(model, data, k, seed, batch_size or b_auto, chunk_size or c_auto,
-                             cuts)
+                             cuts, progress)

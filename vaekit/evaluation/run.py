@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from vaekit.data.batch import Batch
 from vaekit.data.pipeline import PreparedData, fixed_transform
@@ -53,10 +54,33 @@ class EvalOptions:
     batch_size: int = 1000
 
 
-def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions) -> dict[str, Any]:
+class _Sections:
+    """A progress bar over an evaluation's sections (on a terminal only): the section that
+    runs, how many are done, elapsed time and ETA."""
+
+    def __init__(self, opts: EvalOptions, two_stage: bool, progress: bool) -> None:
+        names = [opts.loglik or opts.naive, True, opts.diagnostics, opts.kde, opts.baselines,
+                 two_stage, opts.generation]
+        self.bar = tqdm(total=sum(map(bool, names)), desc="evaluate", unit="section",
+                        disable=None if progress else True)
+        self.running = False
+
+    def start(self, name: str) -> None:
+        self.bar.update(int(self.running))
+        self.running = True
+        self.bar.set_postfix_str(name)
+
+    def finish(self) -> None:
+        self.bar.update(int(self.running))
+        self.running = False
+
+
+def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions,
+                   progress: bool = False) -> dict[str, Any]:
     """Standard figures plus the optional marginal-likelihood, KDE, diagnostic and
     generation sections. A two-stage model is scored as its stage 1 (the same networks with
-    the N(0, I) prior, whose ELBO and log p(x) are defined), plus its stage-2 figures."""
+    the N(0, I) prior, whose ELBO and log p(x) are defined), plus its stage-2 figures.
+    ``progress``: a bar over the sections, on a terminal."""
     composite = model if isinstance(model, TwoStageVAE) else None
     if composite is not None:
         model = composite.stage1
@@ -69,8 +93,21 @@ def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions) -> dict[st
         raise DataError(f"the run has no {'validation' if len(x) else opts.split} examples",
                         "use --split test, or train with --val-fraction > 0")
     t0 = time.perf_counter()
+    bar = _Sections(opts, composite is not None, progress)
+    try:
+        return _sections(model, composite, data, x, opts, bar, t0)
+    finally:
+        bar.bar.close()  # an error leaves the bar where it stopped
+
+
+def _sections(model: VAE, composite: TwoStageVAE | None, data: PreparedData, x: Batch,
+              opts: EvalOptions, bar: _Sections, t0: float) -> dict[str, Any]:
+    """The sections of :func:`run_evaluation`, in order, each announced on ``bar``."""
+    if opts.loglik or opts.naive:
+        bar.start("log p(x) estimators")
     marginal = marginal_section(model, data, x, opts) if opts.loglik or opts.naive else None
     from_marginal = marginal is not None and str(opts.k) in marginal["importance"]["curve"]
+    bar.start("ELBO" + ("" if from_marginal or not opts.k else f", IWAE-{opts.k}"))
     res = evaluate(model, x, iwae_k=0 if from_marginal else opts.k, bpd_offset=data.bpd_offset,
                    batch_size=opts.batch_size, memory_mb=opts.memory_mb, seed=opts.seed)
     res.update(split=opts.split, dataset=data.dataset.name, protocol=data.protocol,
@@ -83,15 +120,21 @@ def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions) -> dict[st
             res["iwae_bpd"] = to_bits_per_dim(-res["iwae"], data.bpd_offset, data.dim)
         res["marginal"] = {**marginal, "elbo": res["elbo"]}
     if opts.diagnostics:
+        bar.start("diagnostics")
         res["diagnostics"] = latent_diagnostics(model, x, opts.batch_size)
     if opts.kde:
+        bar.start("KDE")
         res["kde"] = kde_section(model, data, x, opts)
     if opts.baselines:
+        bar.start("baselines")
         res["baselines"] = baselines_section(model, data, opts.split, opts.seed)
     if composite is not None:
+        bar.start("two-stage")
         res["two_stage"] = two_stage_section(composite, x, opts)
     if opts.generation:
+        bar.start("generation")
         res["generation"] = generation_section(composite or model, data, opts)
+    bar.finish()
     res["seconds"] = round(time.perf_counter() - t0, 2)
     return res
 

@@ -1,12 +1,15 @@
-"""The fit loop's standard callbacks: validation, checkpoints, metric logs, console output.
+"""The fit loop's standard callbacks: divergence guard, validation, checkpoints, metric logs,
+console output.
 
 ``standard_callbacks(run, ...)`` gives what ``vaekit train`` uses, in this order (the order
-of their ``on_epoch_end``): validate -> checkpoint -> metrics files -> console -> user hook.
+of their ``on_epoch_end``): guard -> validate -> checkpoint -> metrics files -> TensorBoard
+(a no-op without the package) -> console -> user hook.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +19,7 @@ from tqdm.auto import tqdm
 
 from vaekit.evaluation.metrics import elbo_terms, to_bits_per_dim
 from vaekit.io import atomic_write_text
-from vaekit.train.loop import Callback, Run
+from vaekit.train.loop import Callback, DivergenceError, Run
 
 
 def validate(run: Run) -> dict[str, float]:
@@ -27,11 +30,32 @@ def validate(run: Run) -> dict[str, float]:
     run.model.eval()
     v = elbo_terms(run.model, val, cfg.train.eval_batch_size, seed=cfg.data.eval_seed)
     val_elbo = float(v["elbo"].double().mean())
-    out = {"val_elbo": val_elbo, "val_kl": float(v["kl"].double().mean())}
+    out = {"val_elbo": val_elbo, "val_kl": float(v["kl"].double().mean()),
+           "val_log_px_z": float(v["log_px_z"].double().mean())}  # ELBO = log_px_z - KL
     bpd = to_bits_per_dim(-val_elbo, run.data.bpd_offset, run.data.dim)
     if bpd is not None:
         out["val_bpd"] = bpd
     return out
+
+
+class DivergenceGuard(Callback):
+    """A non-finite loss ends the step it happens in, on CPU: there the loss is computed
+    by the time ``step`` returns, so reading it costs no wait (0.3 us per step, measured;
+    a step of the default model takes ~6 ms). On a GPU the check would stall the pipeline
+    every step, so nothing happens per step: the epoch's loss sum on the device accumulates
+    every step's loss, a bad gradient poisons the weights through Adam, and ``Run.verify``
+    reads both at every checkpoint and epoch end, before anything is saved. Either way
+    ``fit`` rolls back."""
+
+    def __init__(self) -> None:
+        self.per_step = False
+
+    def on_fit_start(self, run: Run) -> None:
+        self.per_step = run.device.type == "cpu"
+
+    def on_step_end(self, run: Run, loss: torch.Tensor) -> None:
+        if self.per_step and not math.isfinite(value := loss.item()):
+            raise DivergenceError(run.state.step, f"the training loss is {value}")
 
 
 class Validate(Callback):
@@ -40,7 +64,8 @@ class Validate(Callback):
     def epoch_metrics(self, run: Run) -> dict[str, Any]:
         likelihood = getattr(run.model, "likelihood", None)
         extra = likelihood.extra_metrics() if likelihood is not None else {}
-        return {**validate(run), **extra}
+        lr = {"lr": run.optimizer.param_groups[0]["lr"]} if run.optimizer.param_groups else {}
+        return {**validate(run), **extra, **lr}  # lr: the weights' rate at the epoch's end
 
 
 class Checkpoint(Callback):
@@ -66,15 +91,25 @@ class MetricsFiles(Callback):
         start = "resumed" if run.state.step else "started"
         self._append(run, [f"{stamp} {start} at epoch {run.state.epoch}, step {run.state.step}",
                            *run.notes])
+        if run.state.history or (run.run_dir / "metrics.jsonl").exists():
+            self._write(run)  # a resume: the files say what the checkpoint's history says
+
+    def on_rollback(self, run: Run, note: str) -> None:
+        self._append(run, [f"{time.strftime('%Y-%m-%d %H:%M:%S')} {note}"])
+        self._write(run)
 
     def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        self._write(run)
+        self._append(run, [epoch_line(row, run)])
+
+    @staticmethod
+    def _write(run: Run) -> None:
         history = run.state.history
         atomic_write_text(run.run_dir / "metrics.jsonl",
                           "".join(json.dumps(r) + "\n" for r in history))
         keys = list(dict.fromkeys(k for r in history for k in r))
         rows = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in history]
         atomic_write_text(run.run_dir / "metrics.csv", "\n".join(rows) + "\n")
-        self._append(run, [epoch_line(row, run)])
 
     @staticmethod
     def _append(run: Run, lines: list[str]) -> None:
@@ -110,6 +145,12 @@ class Console(Callback):
     def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
         self._print(epoch_line(row, run))
 
+    def on_rollback(self, run: Run, note: str) -> None:
+        if self.bar is not None:
+            self.bar.n = run.state.step
+            self.bar.refresh()
+        self._print(note)
+
     def on_fit_end(self, run: Run) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -124,6 +165,60 @@ class OnEpoch(Callback):
 
     def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
         self.fn(row, run.model)
+
+
+class TensorBoard(Callback):
+    """Live logs for TensorBoard in ``RUN_DIR/tensorboard/`` when the ``tensorboard`` package
+    is installed (``pip install vaekit[tensorboard]``); without it, nothing (metrics.jsonl
+    and metrics.csv are the record). Scalars: every number of each epoch's row (x = epoch)
+    and the training loss every ``every`` steps (x = step); for image data, a grid of 64
+    prior samples and of validation images beside their reconstructions each epoch (fixed
+    seed: the global random state is not touched)."""
+
+    def __init__(self, every: int = 50) -> None:
+        self.every, self.writer = every, None
+
+    def on_fit_start(self, run: Run) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # torch raises ImportError when tensorboard is missing
+            return
+        self.writer = SummaryWriter(str(run.run_dir / "tensorboard"))
+
+    def on_step_end(self, run: Run, loss: torch.Tensor) -> None:
+        if self.writer is not None and run.state.step % self.every == 0:
+            self.writer.add_scalar("train/loss_step", float(loss), run.state.step)
+
+    def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, int | float):
+                self.writer.add_scalar(f"epoch/{key}", value, row["epoch"])
+        if run.data.dataset.is_image and len(run.data.shape) >= 2:
+            self._images(run, row["epoch"])
+        self.writer.flush()
+
+    @torch.no_grad()
+    def _images(self, run: Run, epoch: int) -> None:
+        from vaekit.report.plots import image_grid
+
+        model, n = run.model, 64
+        y = torch.arange(n, device=run.device) % run.cfg.model.num_classes \
+            if model.conditional else None
+        gen = torch.Generator(device=run.device).manual_seed(run.cfg.train.seed)
+        x = model.sample(n, generator=gen, y=y)
+        val = run.data.val[:32] if len(run.data.val) else run.data.test[:32]
+        rec = model.reconstruct(val)
+        pairs = torch.stack([val.x, rec], 1).reshape(-1, *val.x.shape[1:])  # input, rec, ...
+        for tag, images, cols in (("samples", x, 8), ("reconstructions", pairs, 8)):
+            grid = image_grid(images, cols)
+            self.writer.add_image(tag, grid, epoch, dataformats="HWC" if grid.ndim == 3 else "HW")
+
+    def on_fit_end(self, run: Run) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def loss_name(run: Run) -> str:
@@ -152,11 +247,12 @@ def standard_callbacks(run: Run, progress: bool = True, echo: bool | None = None
                        checkpoint_every: int = 0,
                        on_epoch: Callable[[dict[str, Any], torch.nn.Module], None] | None = None
                        ) -> list[Callback]:
-    """Validation, then (with a run directory) checkpoints and metric files, the console
-    (bar when ``progress``; lines when ``echo``, default = ``progress``), the user hook."""
-    cbs: list[Callback] = [Validate()]
+    """The divergence guard, validation, then (with a run directory) checkpoints, metric
+    files and TensorBoard logs (when tensorboard is installed), the console (bar when
+    ``progress``; lines when ``echo``, default = ``progress``), the user hook."""
+    cbs: list[Callback] = [DivergenceGuard(), Validate()]
     if run.run_dir is not None:
-        cbs += [Checkpoint(checkpoint_every), MetricsFiles()]
+        cbs += [Checkpoint(checkpoint_every), MetricsFiles(), TensorBoard()]
     cbs.append(Console(bar=progress, echo=progress if echo is None else echo))
     if on_epoch is not None:
         cbs.append(OnEpoch(on_epoch))

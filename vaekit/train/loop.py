@@ -11,7 +11,8 @@ its own objects and calls the same two functions.
 
 from __future__ import annotations
 
-import math
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,13 +25,24 @@ from torch import nn
 from vaekit.config import RESUMABLE, RunConfig
 from vaekit.data.pipeline import BatchLoader, PreparedData, fixed_transform, prepare_data
 from vaekit.errors import CheckpointError, ConfigError
+from vaekit.io import write_error
+from vaekit.limits import check_model_size
 from vaekit.models import build_model
 from vaekit.train.checkpoint import (
-    checkpoint_dir,
+    KEEP,
+    Snapshot,
+    capture,
+    check_model_config,
+    check_position,
+    check_states,
+    find_checkpoint,
+    has_checkpoint,
+    load_optimizer,
     load_run_config,
-    load_trainer_state,
-    load_weights,
+    load_state,
+    read_checkpoint,
     save_checkpoint,
+    settle,
 )
 from vaekit.train.step import Step, make_optimizer, make_step, schedule_notes, warmup_steps
 
@@ -44,6 +56,18 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
     loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))  # this epoch's
     seen: int = 0  # examples of this epoch so far (both survive a mid-epoch resume)
+
+
+MAX_ROLLBACKS = 3  # a diverged run is rolled back (lr halved) this often, then stopped
+
+
+class DivergenceError(ConfigError):
+    """The loss, the weights or the optimizer state stopped being finite (raised inside
+    ``fit``, which rolls the run back to its last good state)."""
+
+    def __init__(self, step: int, what: str) -> None:
+        super().__init__(f"{what} at step {step}", "lower --lr")
+        self.step, self.what = step, what
 
 
 @dataclass
@@ -61,6 +85,9 @@ class Run:
     run_dir: Path | None = None
     fast_path: str = "off"  # "on" or "off (<reason>)"
     notes: list[str] = field(default_factory=list)  # set-up facts for the run log
+    keep_checkpoints: int = KEEP  # checkpoints kept in the run directory
+    good: Snapshot | None = None  # the last state found finite: where a divergence returns
+    rollbacks: int = 0  # divergences rolled back so far (at most MAX_ROLLBACKS)
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -70,14 +97,38 @@ class Run:
     def total_steps(self) -> int:
         return self.cfg.train.epochs * len(self.loader)
 
-    def checkpoint(self) -> None:
-        """Save model, optimizer, RNG and data-order state (run directories only)."""
-        if self.run_dir is None:
-            return
+    def capture(self) -> Snapshot:
+        """A CPU copy of model, optimizer, RNG and data-order state, and the counters."""
         counters = {"epoch": self.state.epoch, "step": self.state.step,
                     "history": self.state.history, "step_in_epoch": self.loader.step,
-                    "epoch_loss_sum": float(self.state.loss_sum), "epoch_seen": self.state.seen}
-        save_checkpoint(self.run_dir, self.model, self.optimizer, counters, self._rng_states())
+                    "epoch_loss_sum": float(self.state.loss_sum), "epoch_seen": self.state.seen,
+                    "rollbacks": self.rollbacks}
+        return capture(self.model, self.optimizer, counters, self._rng_states())
+
+    def verify(self) -> None:
+        """Raise :class:`DivergenceError` unless this epoch's loss sum, the weights and the
+        optimizer state are all finite: one host sync (a NaN or Inf loss or gradient in any
+        step since the epoch began has reached the loss sum or, through Adam, the weights)."""
+        tensors = [self.state.loss_sum, *self.model.parameters(),
+                   *(v for st in self.optimizer.state.values() for v in st.values()
+                     if isinstance(v, torch.Tensor) and v.is_floating_point())]
+        # a NaN or Inf survives a sum, and a float64 sum of finite floats cannot overflow:
+        # 4 ms for the default model's 3.3M numbers (an isfinite pass: 15 ms)
+        sums = torch.stack([t.detach().sum(dtype=torch.float64).to(self.device)
+                            for t in tensors])
+        if bool(sums.isfinite().all()):
+            return
+        what = ("the training loss is not finite" if not bool(sums[0].isfinite())
+                else "the weights or optimizer state are not finite")
+        raise DivergenceError(self.state.step, what)
+
+    def checkpoint(self) -> None:
+        """Check that the state is finite (else :class:`DivergenceError`), keep it as the last good
+        state and save it with checksums (run directories only)."""
+        self.verify()
+        self.good = self.capture()
+        if self.run_dir is not None:
+            save_checkpoint(self.run_dir, self.good, self.cfg.model, self.keep_checkpoints)
 
     def _rng_states(self) -> dict[str, torch.Tensor]:
         states = {"torch_rng": torch.get_rng_state(), "loader_epoch": self.loader.epoch_state,
@@ -87,21 +138,65 @@ class Run:
         return states
 
     def restore(self) -> None:
-        """Continue exactly where the run directory's last checkpoint stopped."""
-        ckpt = checkpoint_dir(self.run_dir)
-        load_weights(self.model, ckpt)
-        counters, opt_sd, states = load_trainer_state(ckpt)
-        self.optimizer.load_state_dict(opt_sd)
+        """Continue exactly where the run directory's newest valid checkpoint stopped (the
+        notes say which one, and why any newer one was skipped)."""
+        settle(self.run_dir, self.keep_checkpoints)  # finish a rotation a kill interrupted
+        choice = find_checkpoint(self.run_dir)
+        check_model_config(choice, self.cfg.model, self.run_dir / "config.json")
+        self.notes += [*choice.notes, f"resumed from {choice.describe()}"]
+        snap = read_checkpoint(choice.path)
+        self.load(snap, choice.path)
+        self.rollbacks = int(snap.counters.get("rollbacks", 0))
+
+    def load(self, snap: Snapshot, where: Path | str = "memory") -> None:
+        """Put the run in the state ``snap`` holds, after checking that it fits this run."""
+        counters, states = snap.counters, snap.states
+        check_position(counters, len(self.loader), self.cfg.train.epochs,
+                       Path(where) / "trainer.json")
+        load_state(self.model, snap.weights, Path(where))
+        load_optimizer(self.optimizer, snap, Path(where) / "trainer.safetensors")
+        check_states(states, self.device, Path(where) / "trainer.safetensors")
         torch.set_rng_state(states["torch_rng"])
         if "cuda_rng" in states and self.device.type == "cuda":
             torch.cuda.set_rng_state(states["cuda_rng"], self.device)
-        self.loader.load_state_dict({"epoch_state": states["loader_epoch"],
-                                     "state": states["loader_now"],
+        self.loader.load_state_dict({"epoch_state": states["loader_epoch"].clone(),
+                                     "state": states["loader_now"].clone(),
                                      "step": counters["step_in_epoch"]})
-        self.state = TrainState(counters["epoch"], counters["step"], counters["history"],
+        self.state = TrainState(counters["epoch"], counters["step"],
+                                [dict(r) for r in counters["history"]],
                                 torch.tensor(float(counters.get("epoch_loss_sum", 0.0)),
                                              device=self.device),
                                 int(counters.get("epoch_seen", 0)))
+        self.good = snap
+
+    def rollback(self, err: DivergenceError) -> str:
+        """Return to the last good state with the learning rates halved (once per
+        divergence, at most ``MAX_ROLLBACKS`` times; then a one-line error) and say so."""
+        good, count = self.good, self.rollbacks + 1
+        if count > MAX_ROLLBACKS or good is None:
+            raise ConfigError(f"training diverged: {err.problem}, after {MAX_ROLLBACKS} "
+                              f"roll-backs that each halved the learning rate; {self._kept()}",
+                              f"start a new run with a lower --lr (e.g. "
+                              f"{self.cfg.train.lr * 0.5**count:.3g}), a longer --warmup-steps "
+                              "or --grad-clip") from None
+        self.load(good)
+        self.rollbacks, scale = count, 0.5**count
+        for group in self.optimizer.param_groups:  # make_step scales scheduled lrs by it too
+            group["lr"] = group["lr"] / group.get("lr_scale", 1.0) * scale
+            group["lr_scale"] = scale
+        return (f"diverged: {err.problem}; rolled back to epoch {good.epoch}, step {good.step} "
+                f"with the learning rate halved (x{scale:g}; roll-back {count} of "
+                f"{MAX_ROLLBACKS})")
+
+    def _kept(self) -> str:
+        """Where the last finite state is, for the message of a run that stops."""
+        if self.run_dir is None or not has_checkpoint(self.run_dir):
+            return "no checkpoint was written"
+        try:
+            choice = find_checkpoint(self.run_dir)
+        except CheckpointError as err:
+            return err.problem
+        return f"the last finite checkpoint, {choice.describe()} in {self.run_dir}, is intact"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,12 +216,46 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    """A new run needs a new or empty directory: nothing is ever overwritten."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+# what a run writes before its first checkpoint (tensorboard/: the TensorBoard callback's logs)
+PRE_CHECKPOINT = ("config.json", "train.log", "tensorboard")
+
+
+def _before_first_checkpoint(p: Path) -> bool:
+    """Whether ``p`` is only what a run wrote before its first checkpoint: its config, log,
+    an unfinished first save or the temporary file of an interrupted write."""
+    return (p.name in PRE_CHECKPOINT or (p.name.startswith(".") and p.name.endswith(".tmp"))
+            or (p.name in ("checkpoint.new", "checkpoint.del") and not has_checkpoint(p.parent)))
+
+
+def pre_checkpoint_only(run_dir: Path) -> bool:
+    """A folder that holds nothing but what a run killed before its first checkpoint wrote
+    (it can be resumed from step 0, or a new run can use it)."""
+    return run_dir.is_dir() and all(_before_first_checkpoint(p) for p in run_dir.iterdir())
+
+
+def prepare_run_dir(run_dir: Path) -> list[str]:
+    """A new run needs a new or empty directory: nothing is ever overwritten. One holding
+    only what a run killed before its first checkpoint wrote counts as empty (returns a
+    note saying it was reused)."""
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise CheckpointError(f"--out {run_dir} is a symbolic link to the missing "
+                              f"{os.readlink(run_dir)}", "create its target or choose another "
+                              "--out")
+    if run_dir.exists() and not pre_checkpoint_only(run_dir):
         raise CheckpointError(f"run directory {run_dir} already exists and is not empty",
                               f"choose a new --out, or continue it with --resume {run_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    notes = []
+    if run_dir.exists() and any(run_dir.iterdir()):
+        notes.append(f"{run_dir} held only what an earlier run wrote before its first "
+                     "checkpoint: reused")
+        for p in run_dir.iterdir():  # an unfinished save or write of that run
+            if p.name not in PRE_CHECKPOINT:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(run_dir, err, "create the run directory") from err
+    return notes
 
 
 def setup_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False,
@@ -149,6 +278,7 @@ def setup_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool
                           "--conditional")
     torch.manual_seed(cfg.train.seed)
     if model is None:
+        check_model_size(m, cfg.train, device, len(data.train_raw))  # before allocating it
         model = build_model(m)
         _init_from_data(model, data)
     model = model.to(device)
@@ -183,9 +313,13 @@ def _open_run_dir(run: Run, resume: bool) -> None:
         return
     if resume:
         _check_same_run(run.cfg, run.run_dir)
-        run.restore()  # the checkpoint loaded: now record e.g. raised epochs
+        if pre_checkpoint_only(run.run_dir):  # killed before its first checkpoint
+            run.notes.append(f"{run.run_dir} holds no checkpoint yet (the run stopped before "
+                             "its first one): training starts from step 0")
+        else:
+            run.restore()  # the checkpoint loaded: now record e.g. raised epochs
     else:
-        prepare_run_dir(run.run_dir)
+        run.notes += prepare_run_dir(run.run_dir)
     run.cfg.save(run.run_dir / "config.json")
 
 
@@ -232,6 +366,9 @@ class Callback:
     def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
         """After the row is recorded in ``run.state`` (checkpoints, logs, printing)."""
 
+    def on_rollback(self, run: Run, note: str) -> None:
+        """After a divergence was rolled back to the last good state (``note`` says how)."""
+
     def on_fit_end(self, run: Run) -> None:
         """Always called, also when the loop stops with an exception."""
 
@@ -241,31 +378,24 @@ def fit(run: Run, callbacks: Sequence[Callback] = ()) -> Run:
 
     Per epoch: one pass of optimizer steps over the shuffled training data, then a row of
     figures (training loss, speed, ``epoch_metrics`` of the callbacks) recorded in
-    ``run.state.history``. The loss stays on the device: no host sync per step.
+    ``run.state.history``. The loss stays on the device: no host sync per step. A loss,
+    weight or optimizer state that is not finite (checked at each epoch end and checkpoint,
+    and per step on CPU by ``DivergenceGuard``) raises :class:`DivergenceError`: the run returns to
+    its last good state with the learning rate halved (``Run.rollback``), at most
+    ``MAX_ROLLBACKS`` times.
     """
-    state, loader = run.state, run.loader
     try:
         for cb in callbacks:
             cb.on_fit_start(run)
-        for epoch in range(state.epoch, run.cfg.train.epochs):
-            run.model.train()
-            if loader.step == 0:  # a new epoch (a mid-epoch resume keeps the running sums)
-                state.loss_sum, state.seen = torch.zeros((), device=run.device), 0
-            t0, seen0 = time.perf_counter(), state.seen
-            for batch in loader.epoch():
-                loss = run.step(batch, state.step)
-                state.step += 1
-                state.loss_sum += loss.float() * len(batch)  # on the device: no host sync
-                state.seen += len(batch)
+        if run.good is None or run.good.step != run.state.step:
+            run.good = run.capture()  # the start is good: a divergence may return here
+        while run.state.epoch < run.cfg.train.epochs:
+            try:
+                _fit_epoch(run, callbacks)
+            except DivergenceError as err:
+                note = run.rollback(err)
                 for cb in callbacks:
-                    cb.on_step_end(run, loss)
-            row = _epoch_row(epoch, state, state.seen - seen0, time.perf_counter() - t0)
-            for cb in callbacks:
-                row.update(cb.epoch_metrics(run))
-            state.history.append(row)
-            state.epoch = epoch + 1
-            for cb in callbacks:
-                cb.on_epoch_end(run, row)
+                    cb.on_rollback(run, note)
     finally:
         for cb in callbacks:
             cb.on_fit_end(run)
@@ -273,18 +403,42 @@ def fit(run: Run, callbacks: Sequence[Callback] = ()) -> Run:
     return run
 
 
+def _fit_epoch(run: Run, callbacks: Sequence[Callback]) -> None:
+    """One epoch (or the rest of one, after a mid-epoch resume) and its row."""
+    state, loader = run.state, run.loader
+    run.model.train()
+    if loader.step == 0:  # a new epoch (a mid-epoch resume keeps the running sums)
+        state.loss_sum, state.seen = torch.zeros((), device=run.device), 0
+    t0, seen0 = time.perf_counter(), state.seen
+    for batch in loader.epoch():
+        loss = run.step(batch, state.step)
+        state.step += 1
+        state.loss_sum += loss.float() * len(batch)  # on the device: no host sync
+        state.seen += len(batch)
+        for cb in callbacks:
+            cb.on_step_end(run, loss)
+    run.verify()  # one host sync per epoch
+    row = _epoch_row(state.epoch, state, state.seen - seen0, time.perf_counter() - t0)
+    for cb in callbacks:
+        row.update(cb.epoch_metrics(run))
+    state.history.append(row)
+    state.epoch += 1
+    for cb in callbacks:
+        cb.on_epoch_end(run, row)
+    if run.good is None or run.good.step != state.step:  # no checkpoint kept it (no run dir)
+        run.good = run.capture()
+
+
 def _epoch_row(epoch: int, state: TrainState, n_timed: int, seconds: float) -> dict[str, Any]:
     """The epoch's figures: mean training loss over all its examples, speed of this pass."""
     loss = float(state.loss_sum) / max(state.seen, 1)
-    if not math.isfinite(loss):
-        raise ConfigError(f"training diverged at epoch {epoch + 1} (loss is not finite)",
-                          "lower --lr or use a fixed-variance likelihood")
     return {"epoch": epoch + 1, "step": state.step, "train_loss": loss,
             "seconds": round(seconds, 3), "images_per_s": round(n_timed / max(seconds, 1e-9), 1)}
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          checkpoint_every: int = 0, on_epoch: Any = None, echo: bool | None = None) -> Run:
+          checkpoint_every: int = 0, on_epoch: Any = None, echo: bool | None = None,
+          keep_checkpoints: int = KEEP) -> Run:
     """Train ``cfg`` into ``run_dir`` (new), or continue the run saved there (``resume``).
 
     ``progress`` shows a progress bar and prints the set-up and one line per epoch (``echo``
@@ -292,12 +446,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     steps inside an epoch; ``on_epoch(row, model)`` is called after each epoch's validation
     and checkpoint (e.g. to evaluate or stop early). With a ``stage2`` section, stage 2 of
     the two-stage VAE is fitted next, into ``run_dir/stage2`` (see ``vaekit.train.stages``);
-    the stage-1 run is returned.
+    the stage-1 run is returned. The last ``keep_checkpoints`` checkpoints are kept.
     """
     from vaekit.train.callbacks import standard_callbacks
     from vaekit.train.stages import fit_stage2
 
     run = setup_run(cfg, run_dir, resume=resume)
+    run.keep_checkpoints = keep_checkpoints
     fit(run, standard_callbacks(run, progress=progress, echo=echo,
                                 checkpoint_every=checkpoint_every, on_epoch=on_epoch))
     if cfg.stage2 is not None:

@@ -29,7 +29,7 @@ from vaekit.errors import CheckpointError
 from vaekit.models.two_stage import posterior_codes
 from vaekit.models.vae import VAE
 from vaekit.train.callbacks import standard_callbacks
-from vaekit.train.checkpoint import checkpoint_dir, load_model, load_run_config
+from vaekit.train.checkpoint import checkpoint_dir, has_checkpoint, load_model, load_run_config
 from vaekit.train.loop import Run, fit, setup_run
 
 STAGE2 = "stage2"
@@ -78,9 +78,7 @@ def fit_stage2(run_dir: str | Path, stage2: Stage2Config | None = None,
     data = prepare_data(cfg.data, cfg.model.likelihood.name, cfg.train.seed).to(device)
     codes = codes_data(stage1, data, cfg.data.eval_seed + 2)
     out = run_dir / STAGE2
-    resume = any((out / name / "model.safetensors").is_file()
-                 for name in ("checkpoint", "checkpoint.old"))
-    run = setup_run(stage2_run_config(cfg), out, resume=resume, data=codes)
+    run = setup_run(stage2_run_config(cfg), out, resume=has_checkpoint(out), data=codes)
     return fit(run, standard_callbacks(run, progress=progress, echo=echo,
                                        checkpoint_every=checkpoint_every))
 
@@ -100,8 +98,7 @@ def _stage1_model(run_dir: Path, cfg: RunConfig) -> VAE:
 
 def is_two_stage(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a fitted stage 2."""
-    return (Path(run_dir) / STAGE2 / "checkpoint" / "model.safetensors").is_file() or (
-        Path(run_dir) / STAGE2 / "checkpoint.old" / "model.safetensors").is_file()
+    return has_checkpoint(Path(run_dir) / STAGE2)
 
 
 def stage_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -105,8 +105,8 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
     def step(batch: Batch, i: int) -> torch.Tensor:
         if scheduled:
             for group in opt.param_groups:
-                if not group.get("constant_lr"):
-                    group["lr"] = lr_at(i, total_steps, cfg)
+                if not group.get("constant_lr"):  # lr_scale: halved by each roll-back
+                    group["lr"] = lr_at(i, total_steps, cfg) * group.get("lr_scale", 1.0)
         beta = beta_at(i, cfg)
         if fast is not None:
             loss = fast(batch, beta)  # writes every p.grad: no zero_grad, no autograd graph

@@ -1,6 +1,12 @@
-"""Figures: image grids and 2-D scatter plots written to PNG files."""
+"""Moved to :mod:`vaekit.report.plots`; these names still import from here."""
 
-from vaekit.viz.curves import save_loglik_curve
-from vaekit.viz.figures import save_figure_for, save_image_grid, save_scatter
+from vaekit.report.plots import (
+    image_grid,
+    save_figure_for,
+    save_image_grid,
+    save_loglik_curve,
+    save_scatter,
+)
 
-__all__ = ["save_figure_for", "save_image_grid", "save_loglik_curve", "save_scatter"]
+__all__ = ["image_grid", "save_figure_for", "save_image_grid", "save_loglik_curve",
+           "save_scatter"]
