@@ -282,6 +282,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     run = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress,
                 echo=True, checkpoint_every=args.checkpoint_every,
                 keep_checkpoints=args.keep_checkpoints)
+    if not run.world.main:  # data parallel: rank 0 reports
+        return
     last = run.history[-1] if run.history else {}
     print(f"protocol: {run.data.protocol}")
     if "val_elbo" in last:
@@ -300,6 +302,8 @@ def _fit_stage2(args: argparse.Namespace, flags: dict[str, Any]) -> None:
     args.interrupted = f"interrupted; continue stage 2 with `vaekit train --stage2 {args.stage2}`"
     run = fit_stage2(args.stage2, stage2, progress=not args.no_progress, echo=True,
                      checkpoint_every=args.checkpoint_every)
+    if not run.world.main:  # data parallel: rank 0 reports
+        return
     last = run.history[-1] if run.history else {}
     print(f"stage 2 fitted to the stage-1 codes of {args.stage2}: validation ELBO of the codes "
           f"{last.get('val_elbo', float('nan')):.3f} nats/example, gamma_z "
@@ -340,7 +344,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                        batch_size=cfg.train.eval_batch_size, generation=args.generation,
                        inception_weights=str(args.inception_weights or ""),
                        baselines=args.baselines)
-    res = run_evaluation(model, data, opts, progress=True)  # a bar on a terminal only
+    from vaekit import distributed
+
+    with distributed.sharded():  # under torchrun: each rank a block of the examples
+        res = run_evaluation(model, data, opts, progress=distributed.world().main)
+    if not distributed.world().main:  # rank 0 writes and prints
+        return
     res["likelihood"] = cfg.model.likelihood.name
     res, notes = merge_evaluation(res, path, checkpoint_record(args.run))
     atomic_write_text(path, json.dumps(res, indent=2) + "\n")
@@ -631,6 +640,12 @@ def error_line(err: BaseException) -> tuple[str, int]:
         return (f"error: cannot access{where}: {err.strerror or err}; check the path, its "
                 "permissions and the free space", 2)
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    from vaekit import distributed
+
+    if distributed.collective_failure(err):
+        return (f"error: rank {distributed.world().rank} lost the other ranks of the job "
+                f"({text[:160]}); another rank stopped (its own output says why) or the network "
+                "failed: fix that and continue with `--resume RUN_DIR`", 1)
     if isinstance(err, MemoryError) or "out of memory" in text or "can't allocate" in text:
         return (f"error: out of memory ({text[:200]}); use smaller sizes (--batch-size, "
                 "--memory-mb, -n, --hidden)", 2)
@@ -645,20 +660,46 @@ def main(argv: list[str] | None = None) -> int:
         return int(done.code or 0)
     debug = getattr(args, "debug", False) or os.environ.get("VAEKIT_DEBUG", "") not in ("", "0")
     _show_notes()
+    from vaekit import distributed
+
     try:
+        _join_world(args)
         args.func(args)
     except KeyboardInterrupt:
-        print(getattr(args, "interrupted", f"interrupted: vaekit {args.command} stopped"),
-              file=sys.stderr)
+        if distributed.world().main:
+            print(getattr(args, "interrupted", f"interrupted: vaekit {args.command} stopped"),
+                  file=sys.stderr)
         return 130
     except Exception as err:
         if debug:
             raise
         line, code = error_line(err)
-        if line:
+        world = distributed.world()
+        if line and world.main:
             print(line, file=sys.stderr)
+        elif line and not isinstance(err, VaekitError):  # a rank's own failure
+            print(f"rank {world.rank}: {line}", file=sys.stderr)
         return code
+    finally:
+        distributed.shutdown()
     return 0
+
+
+DISTRIBUTED_COMMANDS = ("train", "evaluate")
+
+
+def _join_world(args: argparse.Namespace) -> None:
+    """Under torchrun (WORLD_SIZE > 1): join the process group for the commands that run
+    data-parallel; the others would only repeat the same work and writes on every rank."""
+    from vaekit import distributed
+
+    if not distributed.launched():
+        return
+    if args.command not in DISTRIBUTED_COMMANDS:
+        raise ConfigError(f"vaekit {args.command} does not run under torchrun (WORLD_SIZE="
+                          f"{os.environ.get('WORLD_SIZE')})", "run it as one process; "
+                          f"{' and '.join(DISTRIBUTED_COMMANDS)} run data-parallel")
+    distributed.init(getattr(args, "device", None) or "auto")
 
 
 if __name__ == "__main__":

@@ -131,6 +131,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the loss (forward and backward)
     channels_last: bool = False  # conv weights and activations in NHWC memory order
     fused: bool = True  # allow the fast path (hand-written gradients) where it applies
+    world_size: int = 1  # data-parallel ranks (set by the run; batch_size is per rank)
 
     def __post_init__(self) -> None:
         _coerce_components(self, "train")
@@ -157,6 +158,8 @@ class TrainConfig:
                "pass e.g. --grad-clip 10 (0 = off)")
         _check(self.beta >= 0 and math.isfinite(self.beta),
                f"beta must be a finite number >= 0, got {self.beta}", "pass e.g. --beta 1")
+        _check(self.world_size >= 1, f"world_size must be >= 1, got {self.world_size}",
+               "leave world_size out: the run records it")
         _check(0 <= self.seed < SEED_LIMIT, f"seed {self.seed} is outside 0 .. 2**63 - 1",
                "pass a smaller non-negative --seed")
         self.objective.validate()
@@ -239,7 +242,8 @@ class RunConfig:
 
 
 # settings that may change when a run resumes (recorded in config.json); all others must match
-RESUMABLE = {"train.epochs", "train.compile", "train.fused", "stage2.train.epochs"}
+RESUMABLE = {"train.epochs", "train.compile", "train.fused", "stage2.train.epochs",
+             "train.world_size", "stage2.train.world_size"}
 
 
 def _pairs(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:

@@ -13,6 +13,7 @@ class Batch:
 
     x: torch.Tensor
     y: torch.Tensor | None = None
+    total: int = 0  # in data-parallel training: rows of the global batch this block is of
 
     def __len__(self) -> int:
         return len(self.x)

@@ -23,6 +23,7 @@ from vaekit.data.transforms import (
     protocol,
     resolve_transform,
 )
+from vaekit.distributed import block
 from vaekit.errors import DataError
 
 
@@ -113,13 +114,19 @@ class BatchLoader:
 
     Reproducible and resumable: the permutation of each epoch comes from ``generator``; the
     state before the permutation and the step inside the epoch are enough to resume exactly.
+
+    Data-parallel: ``shard=(rank, world)`` yields rank's contiguous block of each (global)
+    batch of ``batch_size`` rows, transformed as a whole first, so that every rank, with
+    the same generator, sees its part of exactly what one process would (``Batch.total``
+    holds the global batch's size).
     """
 
     def __init__(self, raw: torch.Tensor, transform: str, levels: int | None,
                  batch_size: int, generator: torch.Generator, drop_last: bool = False,
-                 labels: torch.Tensor | None = None) -> None:
+                 labels: torch.Tensor | None = None, shard: tuple[int, int] = (0, 1)) -> None:
         self.raw, self.labels, self.transform, self.levels = raw, labels, transform, levels
         self.batch_size, self.generator, self.drop_last = batch_size, generator, drop_last
+        self.shard = shard
         self.step = 0  # batches already yielded in the current epoch
         self.epoch_state = generator.get_state()  # generator state before this epoch's perm
         self._resume_state: torch.Tensor | None = None
@@ -158,6 +165,10 @@ class BatchLoader:
             rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
             self.step = i + 1
             x = apply_transform(self.transform, xs[rows], self.levels, self.generator)
-            yield Batch(x, None if ys is None else ys[rows])
+            batch = Batch(x, None if ys is None else ys[rows])
+            if self.shard[1] > 1:
+                a, b = block(len(batch), *self.shard)
+                batch = Batch(batch.x[a:b], None if ys is None else batch.y[a:b], len(batch))
+            yield batch
         self.step = 0
         self.epoch_state = self.generator.get_state()

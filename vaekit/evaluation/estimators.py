@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from vaekit import distributed
 from vaekit.data.batch import Batch, as_batch
 from vaekit.errors import VaekitError
 from vaekit.evaluation.noise import IndexedNoise, NoiseWindow
@@ -128,9 +129,13 @@ def _bar(total: int, k: int, progress: bool | None) -> tqdm:
                 desc=f"log p(x), K={k:,}", mininterval=1.0)
 
 
-def _finish(parts: list[_Running], k: int, proposal: str, cuts: list[int],
+def _finish(parts: list[_Running], k: int, proposal: str, cuts: list[int], n: int,
             group_sizes: Sequence[int] = ()) -> LogLikelihood:
-    cat = torch.cat
+    """Join the batches' running sums into per-example estimates of all n examples (of all
+    ranks inside ``distributed.sharded()``: gathered in order)."""
+    def cat(ts: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
+        return distributed.gather_rows(torch.cat(ts, dim), n, dim)
+
     out = LogLikelihood(cat([p.lse for p in parts]) - math.log(k), cat([p.ess() for p in parts]),
                         k, proposal, {c: cat([p.snap[c] for p in parts]) for c in cuts})
     if group_sizes:
@@ -160,9 +165,10 @@ def _encoder_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, ch
     model.prior.check_log_prob("importance sampling of log p(x)")
     noise = IndexedNoise(model.latent_dim, seed, data.device)
     parts = []
-    with _bar(len(data) * k, k, progress) as bar:
-        for s in range(0, len(data), batch):
-            part = data[s : s + batch]
+    a, b = distributed.local_rows(len(data))  # a block of the examples on each rank
+    with _bar((b - a) * k, k, progress) as bar:
+        for s in range(a, b, batch):
+            part = data[s : min(s + batch, b)]
             q = model.posterior(part.x, model.context(part.y))  # one encoder pass per example
             window = NoiseWindow(noise, torch.arange(s, s + len(part)))
             run = _Running(len(part), data.device, cuts)
@@ -171,7 +177,7 @@ def _encoder_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, ch
                 run.add(log_weights(model, part, k1 - k0, eps=e, q=q))  # (c, B)
                 bar.update((k1 - k0) * len(part))
             parts.append(run)
-    return _finish(parts, k, "encoder", cuts)
+    return _finish(parts, k, "encoder", cuts, len(data))
 
 
 @torch.no_grad()
@@ -181,7 +187,8 @@ def _prior_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, chun
         raise VaekitError("the naive estimator shares its prior samples across examples, "
                           "which a conditional model (p(x|z, y)) does not allow",
                           "use importance sampling (--loglik) for conditional models")
-    x = data.x
+    a, b = distributed.local_rows(len(data))  # a block of the examples on each rank
+    x = data.x[a:b]
     z = model.prior.sample(k, torch.Generator().manual_seed(seed)).to(x.device)  # (K, L), shared
     # the shared samples fall into G contiguous groups, for a jackknife of the Monte-Carlo
     # error of the mean estimate (its errors are correlated across examples)
@@ -198,7 +205,7 @@ def _prior_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, chun
                 run.add(lw.T, group)
             bar.update((k1 - k0) * len(x))
     sizes = [b - a for a, b in itertools.pairwise(starts)] if n_groups > 1 else []
-    return _finish(parts, k, "prior", cuts, sizes)
+    return _finish(parts, k, "prior", cuts, len(data), sizes)
 
 
 @torch.no_grad()

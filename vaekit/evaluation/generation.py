@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vaekit import distributed
 from vaekit.io import atomic_write, atomic_write_text
 
 
@@ -145,11 +146,14 @@ def feature_net(train_raw: torch.Tensor, train_y: torch.Tensor, test_raw: torch.
 
 @torch.no_grad()
 def features(net: FeatureNet | None, x: torch.Tensor, batch: int = 2000) -> torch.Tensor:
-    """(N, F) float64 features; without a net, the flattened data themselves."""
+    """(N, F) float64 features; without a net, the flattened data themselves. Inside
+    ``distributed.sharded()`` each rank computes a block of the rows."""
     if net is None:
         return x.reshape(len(x), -1).double()
-    return torch.cat([net.features(x[s : s + batch].float()).double()
-                      for s in range(0, len(x), batch)])
+    a, b = distributed.local_rows(len(x))
+    out = torch.cat([net.features(x[s : min(s + batch, b)].float()).double()
+                     for s in range(a, b, batch)])
+    return distributed.gather_rows(out, len(x))
 
 
 def _sqrt_psd(m: torch.Tensor) -> torch.Tensor:

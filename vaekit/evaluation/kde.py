@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vaekit import distributed
 from vaekit.evaluation.metrics import mean_se, to_bits_per_dim
 
 SCOTT_SPAN = (-1.5, 0.5)  # default grid: Scott's h times 10^[-1.5, 0.5]
@@ -84,8 +85,11 @@ def log_density_grid(x: torch.Tensor, centers: torch.Tensor, bandwidths: Sequenc
     x (N, *shape), centers (n, *shape) -> {n': (H, N) float64}, where n' runs over
     ``prefixes`` (default: [n]) and row j uses bandwidth h_j and the first n' centres.
     One distance matmul per (batch, chunk) block serves all bandwidths and prefixes.
+    Inside ``distributed.sharded()`` each rank computes a block of the points x.
     """
-    x = _flat(x)
+    n_points = len(x)
+    a, b = distributed.local_rows(n_points)
+    x = _flat(x)[a:b]
     c = _flat(centers).to(x.device, x.dtype)
     n, d = c.shape
     if x.shape[1] != d:
@@ -109,7 +113,7 @@ def log_density_grid(x: torch.Tensor, centers: torch.Tensor, bandwidths: Sequenc
             lse = torch.logaddexp(lse, _block_lse(xb, c[k0:k1], scales))
             if k1 in out:
                 out[k1][:, s : s + len(xb)] = lse - math.log(k1) + log_norm
-    return out
+    return {k: distributed.gather_rows(v, n_points, dim=1) for k, v in out.items()}
 
 
 def gaussian_kde_log_density(x: torch.Tensor, centers: torch.Tensor, bandwidth: float,

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from vaekit import distributed
 from vaekit.data.batch import Batch, as_batch
 from vaekit.evaluation.estimators import estimate_log_px
 from vaekit.evaluation.noise import IndexedNoise
@@ -36,17 +37,19 @@ def to_bits_per_dim(nll_nats: float, offset: float | None, dim: int) -> float | 
 def elbo_terms(model: VAE, data: Batch | torch.Tensor, batch_size: int = 1000,
                seed: int = 0) -> dict[str, torch.Tensor]:
     """Per-example one-sample ELBO, E_q[log p(x|z)] estimate, KL and E_q[z]: ``elbo`` with
-    fixed noise (example i's noise depends on (seed, i) only). (N,), (N, L) for ``mu``."""
+    fixed noise (example i's noise depends on (seed, i) only). (N,), (N, L) for ``mu``.
+    Inside ``distributed.sharded()`` each rank computes a block of the examples."""
     data = as_batch(data)
     noise = IndexedNoise(model.latent_dim, seed, data.device)
     parts: dict[str, list[torch.Tensor]] = {"elbo": [], "log_px_z": [], "kl": [], "mu": []}
-    for s in range(0, len(data), batch_size):
-        part = data[s : s + batch_size]
+    a, b = distributed.local_rows(len(data))
+    for s in range(a, b, batch_size):
+        part = data[s : min(s + batch_size, b)]
         t = elbo(model, part, eps=noise.block(torch.arange(s, s + len(part)), 1)[0])
         for key, val in (("elbo", t.value), ("log_px_z", t.log_px_z), ("kl", t.kl),
                          ("mu", t.posterior.mean)):
             parts[key].append(val)
-    return {k: torch.cat(v) for k, v in parts.items()}
+    return {k: distributed.gather_rows(torch.cat(v), len(data)) for k, v in parts.items()}
 
 
 def active_units(mu: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> torch.Tensor:

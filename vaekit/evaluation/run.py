@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from vaekit import distributed
 from vaekit.data.batch import Batch
 from vaekit.data.pipeline import PreparedData, fixed_transform
 from vaekit.errors import DataError
@@ -174,6 +175,9 @@ def generation_section(model: VAE, data: PreparedData, opts: EvalOptions) -> dic
     n = min(opts.generation, len(ds.test))
     net, info = None, {"features": "the data space (no labelled images to train a classifier)"}
     if ds.is_image and ds.train_y is not None and ds.test_y is not None:
+        if distributed.world().active:  # rank 0 trains and caches it; the others load it
+            distributed.on_main(lambda: feature_net(ds.train, ds.train_y, ds.test, ds.test_y,
+                                                    ds.levels))
         net, info = feature_net(ds.train, ds.train_y, ds.test, ds.test_y, ds.levels)
         info = {"features": "vaekit's feature classifier (penultimate layer)", **info}
     real_x = unit_images(ds.test[:n], ds.levels) if ds.is_image else data.test.x[:n].cpu()

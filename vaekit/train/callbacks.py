@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from vaekit import distributed
 from vaekit.evaluation.metrics import elbo_terms, to_bits_per_dim
 from vaekit.io import atomic_write_text
 from vaekit.train.loop import Callback, DivergenceError, Run
@@ -28,7 +29,8 @@ def validate(run: Run) -> dict[str, float]:
     if len(val) == 0:
         return {}
     run.model.eval()
-    v = elbo_terms(run.model, val, cfg.train.eval_batch_size, seed=cfg.data.eval_seed)
+    with distributed.sharded():  # data parallel: each rank a block of the examples
+        v = elbo_terms(run.model, val, cfg.train.eval_batch_size, seed=cfg.data.eval_seed)
     val_elbo = float(v["elbo"].double().mean())
     out = {"val_elbo": val_elbo, "val_kl": float(v["kl"].double().mean()),
            "val_log_px_z": float(v["log_px_z"].double().mean())}  # ELBO = log_px_z - KL
@@ -51,7 +53,9 @@ class DivergenceGuard(Callback):
         self.per_step = False
 
     def on_fit_start(self, run: Run) -> None:
-        self.per_step = run.device.type == "cpu"
+        # data parallel: a rank's own loss is not what every rank sees, so only the checks
+        # at checkpoints and epoch ends (over all ranks) decide
+        self.per_step = run.device.type == "cpu" and not run.world.active
 
     def on_step_end(self, run: Run, loss: torch.Tensor) -> None:
         if self.per_step and not math.isfinite(value := loss.item()):
@@ -249,11 +253,15 @@ def standard_callbacks(run: Run, progress: bool = True, echo: bool | None = None
                        ) -> list[Callback]:
     """The divergence guard, validation, then (with a run directory) checkpoints, metric
     files and TensorBoard logs (when tensorboard is installed), the console (bar when
-    ``progress``; lines when ``echo``, default = ``progress``), the user hook."""
+    ``progress``; lines when ``echo``, default = ``progress``), the user hook. In a
+    data-parallel run only rank 0 logs and prints (all ranks validate and checkpoint:
+    both are collective, and rank 0 writes)."""
     cbs: list[Callback] = [DivergenceGuard(), Validate()]
+    main = run.world.main
     if run.run_dir is not None:
-        cbs += [Checkpoint(checkpoint_every), MetricsFiles(), TensorBoard()]
-    cbs.append(Console(bar=progress, echo=progress if echo is None else echo))
+        cbs += [Checkpoint(checkpoint_every), *([MetricsFiles(), TensorBoard()] if main else [])]
+    if main:
+        cbs.append(Console(bar=progress, echo=progress if echo is None else echo))
     if on_epoch is not None:
         cbs.append(OnEpoch(on_epoch))
     return cbs

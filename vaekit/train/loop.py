@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vaekit import distributed
 from vaekit.config import RESUMABLE, RunConfig
 from vaekit.data.pipeline import BatchLoader, PreparedData, fixed_transform, prepare_data
 from vaekit.errors import CheckpointError, ConfigError
@@ -88,6 +89,7 @@ class Run:
     keep_checkpoints: int = KEEP  # checkpoints kept in the run directory
     good: Snapshot | None = None  # the last state found finite: where a divergence returns
     rollbacks: int = 0  # divergences rolled back so far (at most MAX_ROLLBACKS)
+    world: distributed.World = field(default_factory=distributed.World)  # data-parallel ranks
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -98,11 +100,12 @@ class Run:
         return self.cfg.train.epochs * len(self.loader)
 
     def capture(self) -> Snapshot:
-        """A CPU copy of model, optimizer, RNG and data-order state, and the counters."""
+        """A CPU copy of model, optimizer, RNG and data-order state, and the counters (this
+        epoch's loss sum and examples: of all ranks). Collective in a distributed run."""
+        loss_sum, seen = self._epoch_totals()
         counters = {"epoch": self.state.epoch, "step": self.state.step,
                     "history": self.state.history, "step_in_epoch": self.loader.step,
-                    "epoch_loss_sum": float(self.state.loss_sum), "epoch_seen": self.state.seen,
-                    "rollbacks": self.rollbacks}
+                    "epoch_loss_sum": loss_sum, "epoch_seen": seen, "rollbacks": self.rollbacks}
         return capture(self.model, self.optimizer, counters, self._rng_states())
 
     def verify(self) -> None:
@@ -116,6 +119,7 @@ class Run:
         # 4 ms for the default model's 3.3M numbers (an isfinite pass: 15 ms)
         sums = torch.stack([t.detach().sum(dtype=torch.float64).to(self.device)
                             for t in tensors])
+        sums = distributed.all_sum(sums)  # every rank takes the same decision
         if bool(sums.isfinite().all()):
             return
         what = ("the training loss is not finite" if not bool(sums[0].isfinite())
@@ -127,20 +131,48 @@ class Run:
         state and save it with checksums (run directories only)."""
         self.verify()
         self.good = self.capture()
-        if self.run_dir is not None:
-            save_checkpoint(self.run_dir, self.good, self.cfg.model, self.keep_checkpoints)
+        if self.run_dir is not None:  # rank 0 writes; a failure there stops every rank
+            distributed.on_main(lambda: save_checkpoint(self.run_dir, self.good, self.cfg.model,
+                                                        self.keep_checkpoints))
+
+    def _epoch_totals(self) -> tuple[float, int]:
+        """This epoch's loss sum and examples so far, over all ranks."""
+        s = self.state
+        both = torch.stack([s.loss_sum.detach().double().cpu(), torch.tensor(float(s.seen),
+                                                                              dtype=torch.float64)])
+        loss_sum, seen = distributed.all_sum(both).tolist()
+        return loss_sum, int(seen)
 
     def _rng_states(self) -> dict[str, torch.Tensor]:
-        states = {"torch_rng": torch.get_rng_state(), "loader_epoch": self.loader.epoch_state,
+        """The data order (the same on every rank) and each rank's noise generators (rank r's
+        as ``torch_rng_rank<r>``, ``cuda_rng_rank<r>`` for r > 0)."""
+        states = {"loader_epoch": self.loader.epoch_state,
                   "loader_now": self.loader.generator.get_state()}
+        mine = {"torch_rng": torch.get_rng_state()}
         if self.device.type == "cuda":
-            states["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+            mine["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        for rank, rng in enumerate(distributed.gather_objects(mine)):
+            states.update({(k if rank == 0 else f"{k}_rank{rank}"): v for k, v in rng.items()})
         return states
+
+    def _set_rng(self, states: dict[str, torch.Tensor]) -> None:
+        """This rank's noise generators; a rank the checkpoint has none for (a run resumed on
+        more ranks) gets a fresh seed, and the notes say so."""
+        suffix = f"_rank{self.world.rank}" if self.world.rank else ""
+        if "torch_rng" + suffix not in states:
+            torch.manual_seed(rank_seed(self.cfg.train.seed + self.state.step, self.world.rank))
+            self.notes.append(f"rank {self.world.rank} has no saved noise state (the run was "
+                              "saved with fewer ranks): fresh seed")
+            return
+        torch.set_rng_state(states["torch_rng" + suffix])
+        if "cuda_rng" + suffix in states and self.device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda_rng" + suffix], self.device)
 
     def restore(self) -> None:
         """Continue exactly where the run directory's newest valid checkpoint stopped (the
         notes say which one, and why any newer one was skipped)."""
-        settle(self.run_dir, self.keep_checkpoints)  # finish a rotation a kill interrupted
+        # finish a rotation a kill interrupted (rank 0; the others wait and then read)
+        distributed.on_main(lambda: settle(self.run_dir, self.keep_checkpoints))
         choice = find_checkpoint(self.run_dir)
         check_model_config(choice, self.cfg.model, self.run_dir / "config.json")
         self.notes += [*choice.notes, f"resumed from {choice.describe()}"]
@@ -156,17 +188,17 @@ class Run:
         load_state(self.model, snap.weights, Path(where))
         load_optimizer(self.optimizer, snap, Path(where) / "trainer.safetensors")
         check_states(states, self.device, Path(where) / "trainer.safetensors")
-        torch.set_rng_state(states["torch_rng"])
-        if "cuda_rng" in states and self.device.type == "cuda":
-            torch.cuda.set_rng_state(states["cuda_rng"], self.device)
         self.loader.load_state_dict({"epoch_state": states["loader_epoch"].clone(),
                                      "state": states["loader_now"].clone(),
                                      "step": counters["step_in_epoch"]})
+        # the epoch's running sums are of all ranks: rank 0 carries them on
+        main = self.world.main
         self.state = TrainState(counters["epoch"], counters["step"],
                                 [dict(r) for r in counters["history"]],
-                                torch.tensor(float(counters.get("epoch_loss_sum", 0.0)),
+                                torch.tensor(float(counters.get("epoch_loss_sum", 0.0)) * main,
                                              device=self.device),
-                                int(counters.get("epoch_seen", 0)))
+                                int(counters.get("epoch_seen", 0)) * main)
+        self._set_rng(states)
         self.good = snap
 
     def rollback(self, err: DivergenceError) -> str:
@@ -264,7 +296,10 @@ def setup_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool
     """Build a run from ``cfg`` (or from the ``model``/``data``/``optimizer`` a caller
     built), in a new ``run_dir``, or restored from it (``resume``). Seeds as ``cfg`` says."""
     cfg.validate()
-    device = resolve_device(cfg.train.device)
+    world = distributed.world()
+    world_notes = _fit_world(cfg, world, Path(run_dir) if resume and run_dir else None)
+    distributed.check_same_json(cfg.to_dict(), "the configuration")
+    device = distributed.local_device(resolve_device(cfg.train.device))
     if data is None:
         data = prepare_data(cfg.data, cfg.model.likelihood.name, cfg.train.seed)
     data = data.to(device)
@@ -284,17 +319,48 @@ def setup_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool
     model = model.to(device)
     if cfg.train.channels_last:  # NHWC convolutions (oneDNN / cuDNN often prefer them)
         model = model.to(memory_format=torch.channels_last)
+    if world.rank:  # every rank its own reparameterization noise (rank 0: as one process)
+        torch.manual_seed(rank_seed(cfg.train.seed, world.rank))
     optimizer = optimizer or make_optimizer(model, cfg.train.lr)
-    gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
-    loader = BatchLoader(data.train_raw, data.transform, data.levels, cfg.train.batch_size, gen,
-                         labels=data.train_y)
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)  # same on every rank
+    loader = BatchLoader(data.train_raw, data.transform, data.levels,
+                         cfg.train.batch_size * world.size, gen, labels=data.train_y,
+                         shard=(world.rank, world.size))
     total = cfg.train.epochs * len(loader)
-    step, fast = make_step(model, optimizer, cfg, device, total)
+    step, fast = make_step(model, optimizer, cfg, device, total, world.size)
     run = Run(cfg, model, data, optimizer, loader, step, TrainState(), device,
-              None if run_dir is None else Path(run_dir), fast)
-    run.notes = _notes(run) + schedule_notes(cfg, run.total_steps)
+              None if run_dir is None else Path(run_dir), fast, world=world)
+    run.notes = _notes(run) + world_notes + schedule_notes(cfg, run.total_steps)
     _open_run_dir(run, resume)
     return run
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The noise seed of rank ``rank`` > 0 of a data-parallel run (rank 0 uses ``seed``)."""
+    return (seed + 0x9E3779B97F4A7C15 * rank) % 2**63
+
+
+def _fit_world(cfg: RunConfig, world: distributed.World, resumed: Path | None) -> list[str]:
+    """``train.batch_size`` is per rank; ``train.world_size`` records the ranks. A run resumed
+    on another number of ranks keeps its global batch (so its steps and data order): the
+    per-rank batch becomes global / ranks."""
+    t, notes = cfg.train, []
+    saved = load_run_config(resumed).train if resumed and (resumed / "config.json").exists() \
+        else None
+    if saved is not None and saved.world_size != world.size \
+            and t.batch_size * t.world_size == saved.batch_size * saved.world_size:
+        glob = saved.batch_size * saved.world_size
+        if glob % world.size:
+            raise ConfigError(f"the run's global batch of {glob} examples cannot be split "
+                              f"evenly across {world.size} ranks", "resume it on a number of "
+                              f"ranks that divides {glob}")
+        t.batch_size = glob // world.size
+        notes.append(f"resumed on {world.size} rank(s), saved on {saved.world_size}: batch "
+                     f"{t.batch_size} per rank keeps the global batch of {glob} (same steps and "
+                     "data order; the reparameterization noise and the order of float sums "
+                     "differ, so the weights are not bit-identical to an uninterrupted run)")
+    t.world_size = world.size
+    return notes
 
 
 def _init_from_data(model: nn.Module, data: PreparedData, n: int = 10_000) -> None:
@@ -311,22 +377,26 @@ def _open_run_dir(run: Run, resume: bool) -> None:
         if resume:
             raise ValueError("resume needs a run directory")
         return
-    if resume:
-        _check_same_run(run.cfg, run.run_dir)
+    if not resume:
+        run.notes += distributed.on_main(lambda: prepare_run_dir(run.run_dir)) or []
+    else:
+        distributed.on_main(lambda: _check_same_run(run.cfg, run.run_dir))
         if pre_checkpoint_only(run.run_dir):  # killed before its first checkpoint
             run.notes.append(f"{run.run_dir} holds no checkpoint yet (the run stopped before "
                              "its first one): training starts from step 0")
         else:
             run.restore()  # the checkpoint loaded: now record e.g. raised epochs
-    else:
-        run.notes += prepare_run_dir(run.run_dir)
-    run.cfg.save(run.run_dir / "config.json")
+    distributed.on_main(lambda: run.cfg.save(run.run_dir / "config.json"))  # rank 0 writes
 
 
 def _check_same_run(cfg: RunConfig, run_dir: Path) -> None:
     """A resumed run continues the saved one: only the RESUMABLE settings may differ."""
     saved = load_run_config(run_dir)
+    same_global = (cfg.train.batch_size * cfg.train.world_size
+                   == saved.train.batch_size * saved.train.world_size)
     for path, (new, old) in cfg.differences(saved).items():
+        if path == "train.batch_size" and same_global:  # resumed on another number of ranks
+            continue
         if path not in RESUMABLE and path != "version" and not path.startswith("model.data_"):
             raise CheckpointError(f"{path} = {new} does not match the run saved in {run_dir} "
                                   f"(saved: {old})", "resume with the saved config.json, or "
@@ -349,7 +419,10 @@ def _notes(run: Run) -> list[str]:
             + (f" (warmed up over {t.beta_warmup_steps} steps)" if t.beta_warmup_steps else "")
             + f", batch {t.batch_size}, Adam lr {t.lr} ({t.lr_schedule}, "
             f"{warmup_steps(run.cfg, run.total_steps)} warm-up steps), {t.precision}, "
-            f"device {run.device}; fast path: {run.fast_path}"]
+            f"device {run.device}; fast path: {run.fast_path}",
+            *([f"data parallel: {run.world.size} ranks ({distributed.backend()}), batch "
+               f"{t.batch_size} per rank = {t.batch_size * run.world.size} per step"]
+              if run.world.active else [])]
 
 
 class Callback:
@@ -409,7 +482,7 @@ def _fit_epoch(run: Run, callbacks: Sequence[Callback]) -> None:
     run.model.train()
     if loader.step == 0:  # a new epoch (a mid-epoch resume keeps the running sums)
         state.loss_sum, state.seen = torch.zeros((), device=run.device), 0
-    t0, seen0 = time.perf_counter(), state.seen
+    t0, seen0 = time.perf_counter(), run._epoch_totals()[1]
     for batch in loader.epoch():
         loss = run.step(batch, state.step)
         state.step += 1
@@ -418,7 +491,9 @@ def _fit_epoch(run: Run, callbacks: Sequence[Callback]) -> None:
         for cb in callbacks:
             cb.on_step_end(run, loss)
     run.verify()  # one host sync per epoch
-    row = _epoch_row(state.epoch, state, state.seen - seen0, time.perf_counter() - t0)
+    loss_sum, seen = run._epoch_totals()  # of all ranks
+    row = _epoch_row(state.epoch, state.step, loss_sum / max(seen, 1), seen - seen0,
+                     time.perf_counter() - t0)
     for cb in callbacks:
         row.update(cb.epoch_metrics(run))
     state.history.append(row)
@@ -429,10 +504,10 @@ def _fit_epoch(run: Run, callbacks: Sequence[Callback]) -> None:
         run.good = run.capture()
 
 
-def _epoch_row(epoch: int, state: TrainState, n_timed: int, seconds: float) -> dict[str, Any]:
+def _epoch_row(epoch: int, step: int, loss: float, n_timed: int,
+               seconds: float) -> dict[str, Any]:
     """The epoch's figures: mean training loss over all its examples, speed of this pass."""
-    loss = float(state.loss_sum) / max(state.seen, 1)
-    return {"epoch": epoch + 1, "step": state.step, "train_loss": loss,
+    return {"epoch": epoch + 1, "step": step, "train_loss": loss,
             "seconds": round(seconds, 3), "images_per_s": round(n_timed / max(seconds, 1e-9), 1)}
 
 

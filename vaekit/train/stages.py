@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from vaekit import distributed
 from vaekit.config import DataConfig, RunConfig, Stage2Config
 from vaekit.data.batch import Batch
 from vaekit.data.datasets import Dataset
@@ -67,12 +68,10 @@ def fit_stage2(run_dir: str | Path, stage2: Stage2Config | None = None,
     checkpoint stopped; ``stage2`` (when given) becomes the run's ``stage2`` section first."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    if stage2 is not None:
-        cfg.stage2 = stage2
-        cfg.validate().save(run_dir / "config.json")
-    elif cfg.stage2 is None:
-        cfg.stage2 = Stage2Config()
-        cfg.save(run_dir / "config.json")
+    if stage2 is not None or cfg.stage2 is None:
+        cfg.stage2 = stage2 or Stage2Config()
+        cfg.validate()
+        distributed.on_main(lambda: cfg.save(run_dir / "config.json"))  # rank 0 writes
     stage1 = _stage1_model(run_dir, cfg)
     device = next(stage1.parameters()).device
     data = prepare_data(cfg.data, cfg.model.likelihood.name, cfg.train.seed).to(device)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from vaekit import distributed
 from vaekit.config import RunConfig
 from vaekit.data.batch import Batch
 from vaekit.registry import OBJECTIVES
@@ -101,6 +102,9 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
     scheduled = t.lr_schedule != "constant" or warmup_steps(cfg, total_steps) > 0
     fast, status = fast_elbo(model, cfg, world_size)
     adam_step = AdamStep(opt)  # opt.step() without its per-step Python bookkeeping
+    # data parallel: DDP all-reduces the gradients during backward (see LossModule)
+    ddp = distributed.wrap(model, lambda m, b, beta: loss_of(m, b, cfg, beta), device) \
+        if world_size > 1 else None
 
     def step(batch: Batch, i: int) -> torch.Tensor:
         if scheduled:
@@ -109,17 +113,21 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
                     group["lr"] = lr_at(i, total_steps, cfg) * group.get("lr_scale", 1.0)
         beta = beta_at(i, cfg)
         if fast is not None:
-            loss = fast(batch, beta)  # writes every p.grad: no zero_grad, no autograd graph
+            loss = shown = fast(batch, beta)  # writes every p.grad: no zero_grad, no graph
         else:
             with torch.autocast(device.type, dtype=torch.bfloat16,
                                 enabled=t.precision == "bf16"):
                 # compiled: beta as a tensor, or every new value would recompile
-                loss = loss_of(model, batch, cfg, torch.tensor(beta) if t.compile else beta)
+                b = torch.tensor(beta) if t.compile else beta
+                if ddp is None:
+                    loss = shown = loss_of(model, batch, cfg, b)
+                else:  # shown: this rank's mean loss; loss: scaled for DDP's gradient mean
+                    loss, shown = ddp(batch, b, batch.total or len(batch))
             opt.zero_grad(set_to_none=True)
             loss.backward()
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         adam_step()
-        return loss.detach()
+        return shown.detach()
 
     return step, status
