@@ -327,10 +327,11 @@ def ensure_importable() -> None:
 
 
 def vaekit_env(contender: str) -> dict[str, str]:
-    """vaekit contenders run with the CPU runtime settings its CLI applies
-    (``vaekit.runtime.DEFAULTS``); every other contender runs as its users run it."""
+    """vaekit contenders run with the CPU runtime settings its CLI would choose now
+    (``vaekit.runtime.choose_settings``); every other contender runs as its users run it."""
     if not contender.startswith("vaekit"):
         return {}
-    from vaekit.runtime import DEFAULTS
+    from vaekit.runtime import KEYS, choose_settings
 
-    return {k: os.environ.get(k, v) for k, v in DEFAULTS.items()}
+    given = {k: os.environ[k] for k in KEYS if k in os.environ}
+    return given or choose_settings()

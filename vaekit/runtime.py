@@ -1,28 +1,74 @@
 """Process-level CPU settings that must be in place before torch loads its OpenMP runtime.
 
-``vaekit`` (the CLI) calls :func:`configure_cpu_runtime` first thing. Measured on 2 cores:
-with libgomp's default wait policy, worker threads fall asleep between the many short
-parallel regions of a VAE step and each wake-up costs more than the work; with
-``OMP_WAIT_POLICY=ACTIVE`` the importance-sampled log p(x) runs ~1.5x faster (6.1 ->
-3.9 us per (sample, example) pair) and training is unchanged. A value already set in the
-environment is kept. Spinning threads compete with other busy processes: on a shared
-machine run with ``OMP_WAIT_POLICY=PASSIVE`` (or fewer threads) instead.
+``vaekit`` (the CLI) calls :func:`configure_cpu_runtime` first thing. The choice is the
+OpenMP wait policy: what a worker thread does between the many short parallel regions of
+a VAE step. Spinning (``OMP_WAIT_POLICY=ACTIVE``) avoids a wake-up per region and makes
+the importance-sampled log p(x) ~1.5x faster when vaekit has the cores to itself, but a
+spinning thread steals the core that another busy process (or vaekit's own other thread)
+needs: on a loaded machine ACTIVE was 3-8x slower than ``PASSIVE``. So vaekit spins only
+when it has the machine to itself: :func:`choose_settings` measures the idle cores over
+0.1 s at start and picks ACTIVE when at least as many are idle as torch will use threads,
+else PASSIVE (``benchmarks/bench_runtime.py`` measures every choice, quiet and loaded).
+A value already set in the environment (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is kept.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
-DEFAULTS = {"OMP_WAIT_POLICY": "ACTIVE"}
+KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+SAMPLE_S = 0.1  # how long the idle cores are measured at start
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(idle + iowait, total) jiffies of all CPUs from /proc/stat; None where unavailable."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + (fields[4] if len(fields) > 4 else 0.0), sum(fields[:8])
+
+
+def idle_cores(seconds: float = SAMPLE_S) -> float | None:
+    """Cores idle on average over ``seconds`` (of the whole machine); None where unknown."""
+    a = _cpu_times()
+    time.sleep(seconds)
+    b = _cpu_times()
+    if a is None or b is None or b[1] <= a[1]:
+        return None
+    return (os.cpu_count() or 1) * (b[0] - a[0]) / (b[1] - a[1])
+
+
+def planned_threads() -> int:
+    """Threads torch will use: OMP_NUM_THREADS, else the cores this process may run on."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        pass
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def choose_settings(idle: float | None = None, threads: int | None = None) -> dict[str, str]:
+    """``{"OMP_WAIT_POLICY": "ACTIVE"}`` when at least ``threads`` cores are idle (spinning
+    then costs nobody anything; 0.5 core of slack for the measurement's own noise), else
+    PASSIVE. One thread needs no policy (it never waits for another)."""
+    threads = planned_threads() if threads is None else threads
+    if threads <= 1:
+        return {}
+    idle = idle_cores() if idle is None else idle
+    quiet = idle is not None and idle >= threads - 0.5
+    return {"OMP_WAIT_POLICY": "ACTIVE" if quiet else "PASSIVE"}
 
 
 def configure_cpu_runtime() -> dict[str, str]:
-    """Set the defaults above unless already set; returns what is in effect.
-
-    Has no effect on OpenMP once torch has been imported in this process.
-    """
-    if "torch" not in sys.modules:
-        for key, value in DEFAULTS.items():
-            os.environ.setdefault(key, value)
-    return {key: os.environ.get(key, "") for key in DEFAULTS}
+    """Apply :func:`choose_settings` unless a wait policy is already set; returns what is in
+    effect. Has no effect on OpenMP once torch has been imported in this process."""
+    if "torch" not in sys.modules and not any(k in os.environ for k in KEYS):
+        os.environ.update(choose_settings())
+    return {key: os.environ[key] for key in KEYS if key in os.environ}
