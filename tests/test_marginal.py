@@ -199,3 +199,27 @@ def test_unconverged_estimates_are_flagged_and_iwae_k_is_on_the_curve(ring_run, 
     exact = sharp.vae()  # the exact posterior as proposal: converged, no warning
     ok = summarize(estimate_log_px(exact, xs, 100, prefix_ks=(10,)), None, 20)
     assert ok["warning"] is None
+
+
+def test_mean_field_posterior_is_the_kl_optimal_diagonal():
+    """KL(q || p(z|x)) over diagonal q with the exact mean is minimized by variances
+    1 / diag(C^-1); diag(C) is worse whenever W^T W is not diagonal, equal when it is."""
+    from torch.distributions import MultivariateNormal, kl_divergence
+
+    def kl(lg: LinearGaussian, var: torch.Tensor) -> float:
+        m, C = lg.posterior(torch.zeros(1, lg.W.shape[0], dtype=lg.W.dtype))
+        q = MultivariateNormal(m[0], torch.diag(var))
+        return float(kl_divergence(q, MultivariateNormal(m[0], C)))
+
+    lg = LinearGaussian.random(d=6, latent=3, s=0.5, seed=0, orthogonal=False)
+    opt = lg.mean_field_var()
+    _, C = lg.posterior(torch.zeros(1, 6, dtype=lg.W.dtype))
+    assert kl(lg, opt) < kl(lg, torch.diagonal(C)) - 1e-3
+    for scale in (0.9, 1.1):  # a minimum along every direction of the variances
+        for j in range(3):
+            v = opt.clone()
+            v[j] *= scale
+            assert kl(lg, v) > kl(lg, opt)
+    ortho = LinearGaussian.random(d=6, latent=3, s=0.5, seed=0, orthogonal=True)
+    _, C = ortho.posterior(torch.zeros(1, 6, dtype=ortho.W.dtype))
+    torch.testing.assert_close(ortho.mean_field_var(), torch.diagonal(C))

@@ -5,7 +5,9 @@
 
 vaekit's encoder is a diagonal Gaussian, so the true posterior is representable exactly when
 W^T W is diagonal (orthogonal columns); otherwise :meth:`LinearGaussian.vae` gets the
-mean-field approximation (diag of C), whose ELBO is strictly below log p(x).
+mean-field approximation: the diagonal Gaussian closest to p(z|x) in KL(q || p), with the
+exact mean and variances 1 / diag(C^-1) (not diag C, which is wider), whose ELBO is strictly
+below log p(x).
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ class LinearGaussian:
         m = (x.to(self.W.dtype) - self.b) @ self.W @ C / self.s**2
         return m, C
 
+    def mean_field_var(self) -> torch.Tensor:
+        """(L,) variances of the KL(q || p(z|x))-optimal diagonal posterior: 1 / diag(C^-1),
+        C^-1 = I + W^T W / s^2 (equal to diag C when W^T W is diagonal)."""
+        return 1.0 / (1.0 + (self.W * self.W).sum(0) / self.s**2)
+
     def vae(self, shift: float = 0.0, var_scale: float = 1.0) -> VAE:
         """A float64 vaekit VAE of this model with the mean-field posterior as encoder,
         optionally with its mean shifted by ``shift`` and its variance scaled by ``var_scale``."""
@@ -81,13 +88,14 @@ def _seeded_sample(dist: MultivariateNormal, n: int, seed: int) -> torch.Tensor:
 
 
 class _MeanFieldPosterior(nn.Module):
-    """x -> (m, log diag C) of the exact posterior (shifted / widened on request)."""
+    """x -> (m, log var) of the mean-field posterior: the exact mean, the KL-optimal
+    variances (shifted / widened on request)."""
 
     def __init__(self, model: LinearGaussian, shift: float, var_scale: float) -> None:
         super().__init__()
         self.model, self.shift, self.log_scale = model, shift, math.log(var_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m, C = self.model.posterior(x)
-        log_var = torch.log(torch.diagonal(C)) + self.log_scale
+        m, _ = self.model.posterior(x)
+        log_var = torch.log(self.model.mean_field_var()) + self.log_scale
         return torch.cat([m + self.shift, log_var.expand_as(m)], dim=-1)
