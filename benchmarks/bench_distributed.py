@@ -73,14 +73,12 @@ def worker(out: str, batch: int, steps: int, warmup: int, fused: bool, limit: in
         steps_of(20)
     reduce_us = sum(e.cpu_time_total for e in prof.key_averages()
                     if "allreduce" in e.key.lower().replace("_", "")) / 20
-    step_us = sum(e.cpu_time_total for e in prof.key_averages()
-                  if e.key.startswith("ProfilerStep")) / 20 or None
     if w.main:
         Path(out).write_text(json.dumps({
             "world": w.size, "batch_per_rank": batch, "global_batch": batch * w.size,
             "steps": steps, "seconds": seconds, "images_per_s": steps * batch * w.size / seconds,
             "ms_per_step": 1e3 * seconds / steps, "allreduce_ms_per_step": reduce_us / 1e3,
-            "profiled_step_ms": step_us and step_us / 1e3, "fast_path": run.fast_path,
+            "fast_path": run.fast_path,
             "threads": torch.get_num_threads()}))
     distributed.shutdown()
 

@@ -114,6 +114,12 @@ def measure(name: str, task: str, a: argparse.Namespace) -> dict:
     return out
 
 
+def _env_label(envs: list[dict]) -> str:
+    """The settings a row's runs had (several when ``auto`` chose differently)."""
+    labels = sorted({" ".join(f"{k}={v}" for k, v in e.items()) or "-" for e in envs})
+    return " / ".join(labels)
+
+
 def busy(n: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
@@ -135,7 +141,7 @@ def main() -> None:
     info = machine_info(2)
     busy_warning(info)
     res: dict[str, dict[str, dict[str, list[float]]]] = {}
-    envs: dict[str, dict] = {}
+    envs: dict[str, list[dict]] = {}
     for load in ("quiet", f"{a.busy} busy"):
         procs = busy(a.busy) if load != "quiet" else []
         time.sleep(1.0 if procs else 0)
@@ -146,7 +152,7 @@ def main() -> None:
                         out = measure(name, task, a)
                         res.setdefault(load, {}).setdefault(name, {}).setdefault(
                             task, []).append(out.get("seconds", float("nan")))
-                        envs[f"{load}/{name}"] = out["env"]
+                        envs.setdefault(f"{load}/{name}", []).append(out["env"])
         finally:
             for proc in procs:
                 proc.kill()
@@ -163,7 +169,7 @@ def main() -> None:
             rows.append([load, name, b["train"], b["loglik"],
                          *((b[t] / ref[t]) for t in ("train", "loglik")),
                          *((b[t] / passive[t]) if passive else None for t in ("train", "loglik")),
-                         " ".join(f"{k}={v}" for k, v in envs[f"{load}/{name}"].items()) or "-"])
+                         _env_label(envs[f"{load}/{name}"])])
     print(table(["load", "setting", "train s", "log p(x) s", "train / quiet best",
                  "log p(x) / quiet best", "train / PASSIVE", "log p(x) / PASSIVE", "env"], rows,
                 f"\nOpenMP wait policies, best of {a.repeats}: {a.steps} training steps, "

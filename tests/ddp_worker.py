@@ -1,7 +1,7 @@
 """One rank of a data-parallel test job (started by tests/test_distributed.py with the
 environment torchrun would set: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
 
-    python tests/ddp_worker.py fit OUT BATCH      # one epoch in memory; rank 0 saves weights
+    python tests/ddp_worker.py fit OUT BATCH N    # one epoch on ring:n=N; rank 0 saves weights
     python tests/ddp_worker.py mismatch           # rank 1 is given another learning rate
     python tests/ddp_worker.py die                # rank 1 exits in the middle of training
 """
@@ -24,8 +24,8 @@ from vaekit.train import Callback, fit, setup_run
 SIGMA_SHIFT = 40.0  # log sigma^2 - 40: sigma ~ 2e-9, so the noise eps no longer matters
 
 
-def config(batch: int, lr: float = 1e-2) -> RunConfig:
-    return RunConfig(DataConfig(name="ring:n=613", val_fraction=0.0),
+def config(batch: int, lr: float = 1e-2, n: int = 613) -> RunConfig:
+    return RunConfig(DataConfig(name=f"ring:n={n}", val_fraction=0.0),
                      ModelConfig(latent_dim=2, arch={"name": "mlp", "hidden": [16]},
                                  likelihood="gaussian"),
                      TrainConfig(epochs=1, batch_size=batch, lr=lr, device="cpu", seed=3,
@@ -48,8 +48,8 @@ def deterministic_model(cfg: RunConfig) -> torch.nn.Module:
     return model
 
 
-def fit_one_epoch(out: str, batch: int) -> None:
-    cfg = config(batch)
+def fit_one_epoch(out: str, batch: int, n: int) -> None:
+    cfg = config(batch, n=n)
     cfg.model.data_shape, cfg.model.data_levels = [2], 0
     run = setup_run(cfg, model=deterministic_model(cfg))
     fit(run)
@@ -68,7 +68,7 @@ def main() -> int:
     distributed.init("cpu")
     try:
         if mode == "fit":
-            fit_one_epoch(sys.argv[2], int(sys.argv[3]))
+            fit_one_epoch(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
         elif mode == "mismatch":
             cfg = config(32, lr=1e-2 if distributed.world().rank == 0 else 2e-2)
             setup_run(cfg)

@@ -65,15 +65,17 @@ def same_tensors(a: Path, b: Path) -> list[str]:
     return [k for k in ta if not torch.equal(ta[k], tb[k])]
 
 
-def test_two_ranks_of_batch_b_take_the_steps_of_one_process_with_batch_2b(tmp_path):
-    """One epoch, 613 examples (the last global batch of 5 splits 2 + 3, so each rank's
-    loss must be weighted by its share). The encoder's variance is ~4e-18, so each rank's
-    own reparameterization noise no longer matters; what remains is float32 rounding of
-    the gradient sums (DDP adds the two ranks' halves; one process sums all rows at once),
-    ~1 ulp per step through 20 Adam steps: tolerance 1e-6 on weights of size ~1 (measured
-    6e-8; without the share weighting the difference is 1e-3)."""
-    assert ranks("fit", str(tmp_path / "two.st"), "16") == [(0, ""), (0, "")]
-    assert ranks("fit", str(tmp_path / "one.st"), "32", n=1) == [(0, "")]
+@pytest.mark.parametrize("n", [613, 609])
+def test_two_ranks_of_batch_b_take_the_steps_of_one_process_with_batch_2b(tmp_path, n):
+    """One epoch of n examples: with 613 the last global batch of 5 splits 2 + 3, so each
+    rank's loss must be weighted by its share; with 609 it is 1 row, and rank 0 has none.
+    The encoder's variance is ~4e-18, so each rank's own reparameterization noise no longer
+    matters; what remains is float32 rounding of the gradient sums (DDP adds the two ranks'
+    halves; one process sums all rows at once), ~1 ulp per step through 20 Adam steps:
+    tolerance 1e-6 on weights of size ~1 (measured 6e-8; without the share weighting the
+    difference is 1e-3)."""
+    assert ranks("fit", str(tmp_path / "two.st"), "16", str(n)) == [(0, ""), (0, "")]
+    assert ranks("fit", str(tmp_path / "one.st"), "32", str(n), n=1) == [(0, "")]
     two, one = load_file(str(tmp_path / "two.st")), load_file(str(tmp_path / "one.st"))
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6, msg=key)
@@ -191,9 +193,36 @@ def test_a_rank_that_dies_stops_rank_0_with_one_clear_line():
     (code0, err0), (code1, _) = ranks("die")
     assert code1 == 3 and code0 == 1
     assert time.time() - t0 < 60  # no hang (the stated timeout is VAEKIT_DIST_TIMEOUT)
-    assert err0.count("\n") == 1 and "rank 0 lost the other ranks of the job" in err0
+    assert "rank 0 lost the other ranks of the job" in err0.strip().splitlines()[-1]
 
 
 def test_commands_that_do_not_run_data_parallel_say_so(digits_run, cli, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     cli("sample", digits_run, "-n", "4").assert_user_error("does not run under torchrun")
+
+
+def test_a_resume_on_other_ranks_keeps_the_saved_global_batch(tmp_path):
+    """Whatever world size the caller's config names (the CLI's saved one, or the Python
+    default of 1, or stage 2's copy of stage 1's), the saved global batch of 32 x 2 is kept;
+    another per-rank batch is left for the resume check to refuse."""
+    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from vaekit.distributed import World
+    from vaekit.errors import ConfigError
+    from vaekit.train.loop import _fit_world
+
+    def cfg(batch: int, world: int = 1) -> RunConfig:
+        return RunConfig(DataConfig(name="ring"), ModelConfig(),
+                         TrainConfig(batch_size=batch, world_size=world))
+
+    cfg(32, 2).save(tmp_path / "config.json")
+    for given in (cfg(32), cfg(32, 2), cfg(64)):
+        for size, per_rank in ((1, 64), (2, 32), (4, 16)):
+            c = cfg(given.train.batch_size, given.train.world_size)
+            notes = _fit_world(c, World(0, size), tmp_path)
+            assert (c.train.batch_size, c.train.world_size) == (per_rank, size)
+            assert bool(notes) == (size != 2)
+    other = cfg(48)
+    _fit_world(other, World(0, 1), tmp_path)
+    assert other.train.batch_size == 48  # not silently replaced
+    with pytest.raises(ConfigError, match="cannot be split evenly across 3 ranks"):
+        _fit_world(cfg(32), World(0, 3), tmp_path)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
-from vaekit.runtime import choose_settings, configure_cpu_runtime, idle_cores
+from vaekit import runtime
+from vaekit.runtime import choose_settings, configure_cpu_runtime
 
 CODE = ("import os, vaekit.cli, torch; "
         "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
@@ -22,26 +22,33 @@ def _run(env_extra: dict[str, str]) -> str:
 
 
 def test_spin_only_with_the_cores_to_ourselves():
-    assert choose_settings(idle=2.0, threads=2) == {"OMP_WAIT_POLICY": "ACTIVE"}
-    assert choose_settings(idle=1.6, threads=2) == {"OMP_WAIT_POLICY": "ACTIVE"}
-    assert choose_settings(idle=1.2, threads=2) == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert choose_settings(idle=0.0, threads=2) == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert choose_settings(idle=None, threads=2) == {"OMP_WAIT_POLICY": "PASSIVE"}  # unknown
-    assert choose_settings(idle=0.0, threads=1) == {}  # one thread never waits for another
+    def idle(v):
+        return lambda: v
+
+    assert choose_settings(2, idle(2.0)) == {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert choose_settings(2, idle(1.6)) == {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert choose_settings(2, idle(1.2)) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert choose_settings(2, idle(0.0)) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert choose_settings(2, idle(None)) == {"OMP_WAIT_POLICY": "PASSIVE"}  # unknown
+    assert choose_settings(1, idle(0.0)) == {}  # one thread never waits for another
 
 
-def test_idle_cores_see_a_busy_process():
-    quiet = idle_cores(0.2)
-    if quiet is None:  # no /proc/stat: the policy falls back to PASSIVE (tested above)
+def test_idle_cores_count_only_the_cpus_we_may_run_on(monkeypatch):
+    """cpu0 idle the whole time, cpu1 half, cpu2 busy (and not ours): 1.5 idle cores of 0-1,
+    from the per-CPU lines of /proc/stat (idle + iowait over user .. steal)."""
+    readings = iter([{0: (0, 0), 1: (0, 0), 2: (0, 0)},
+                     {0: (100, 100), 1: (50, 100), 2: (0, 100)}])
+    monkeypatch.setattr(runtime, "_cpu_times", lambda: next(readings))
+    monkeypatch.setattr(runtime, "allowed_cpus", lambda: {0, 1})
+    assert runtime.idle_cores(0) == 1.5
+
+
+def test_proc_stat_is_read_per_cpu():
+    times = runtime._cpu_times()
+    if times is None:  # no /proc/stat: the policy falls back to PASSIVE (tested above)
         return
-    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.3)
-        loaded = idle_cores(0.3)
-    finally:
-        spin.kill()
-    assert 0 <= loaded <= (os.cpu_count() or 1)
-    assert loaded <= quiet + 0.5  # a whole core busier (allowing for others' noise)
+    assert set(times) >= (runtime.allowed_cpus() or set())
+    assert all(0 <= idle <= total for idle, total in times.values())
 
 
 def test_the_cli_chooses_a_policy_before_torch_loads():

@@ -346,6 +346,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                        baselines=args.baselines)
     from vaekit import distributed
 
+    distributed.init(next(model.parameters()).device.type)  # under torchrun: join the job
     with distributed.sharded():  # under torchrun: each rank a block of the examples
         res = run_evaluation(model, data, opts, progress=distributed.world().main)
     if not distributed.world().main:  # rank 0 writes and prints
@@ -677,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         world = distributed.world()
         if line and world.main:
             print(line, file=sys.stderr)
-        elif line and not isinstance(err, VaekitError):  # a rank's own failure
+        elif line and not getattr(err, "quiet", False):  # not just rank 0's error repeated
             print(f"rank {world.rank}: {line}", file=sys.stderr)
         return code
     finally:
@@ -689,17 +690,15 @@ DISTRIBUTED_COMMANDS = ("train", "evaluate")
 
 
 def _join_world(args: argparse.Namespace) -> None:
-    """Under torchrun (WORLD_SIZE > 1): join the process group for the commands that run
-    data-parallel; the others would only repeat the same work and writes on every rank."""
+    """Under torchrun (WORLD_SIZE > 1) only the commands that run data-parallel are allowed
+    (the others would repeat the same work and writes on every rank). They join the process
+    group once their device is known: ``setup_run`` for train, after loading for evaluate."""
     from vaekit import distributed
 
-    if not distributed.launched():
-        return
-    if args.command not in DISTRIBUTED_COMMANDS:
+    if distributed.launched() and args.command not in DISTRIBUTED_COMMANDS:
         raise ConfigError(f"vaekit {args.command} does not run under torchrun (WORLD_SIZE="
                           f"{os.environ.get('WORLD_SIZE')})", "run it as one process; "
                           f"{' and '.join(DISTRIBUTED_COMMANDS)} run data-parallel")
-    distributed.init(getattr(args, "device", None) or "auto")
 
 
 if __name__ == "__main__":

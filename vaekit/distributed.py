@@ -93,7 +93,7 @@ def init(device: str = "auto") -> World:
                           + (f"{', '.join(missing)} not" if missing else
                              "torch.distributed is not available"),
                           "start distributed runs with torchrun --nproc-per-node N -m vaekit ...")
-    cuda = device != "cpu" and torch.cuda.is_available()
+    cuda = not str(device).startswith("cpu") and torch.cuda.is_available()
     backend = os.environ.get(ENV_BACKEND) or ("nccl" if cuda else "gloo")
     if backend not in ("gloo", "nccl"):
         raise ConfigError(f"{ENV_BACKEND}={backend!r} is not a supported backend",
@@ -116,10 +116,10 @@ def backend() -> str:
 
 
 def local_device(device: torch.device) -> torch.device:
-    """A CUDA device becomes this rank's GPU (``cuda:LOCAL_RANK``) in a distributed job."""
-    w = world()
-    if w.active and device.type == "cuda":
-        return torch.device("cuda", w.local_rank)
+    """A CUDA device becomes this rank's GPU (``cuda:LOCAL_RANK``) in a job of several
+    processes (known from the launcher's environment, also before joining the group)."""
+    if launched() and device.type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return device
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vaekit import distributed
 from vaekit.config import (
     PRESETS,
     RESUMABLE,
@@ -110,7 +111,7 @@ def stage2_config(run_dir: Path, overrides: dict[str, Any], other_flags: bool = 
 def open_run(run_dir: Path, device: str = "auto") -> tuple[nn.Module, RunConfig, PreparedData]:
     """The trained model of ``run_dir`` (eval mode), its config and its data (same split,
     same fixed evaluation transforms), checked to match each other."""
-    dev = resolve_device(device)
+    dev = distributed.local_device(resolve_device(device))  # under torchrun: cuda:LOCAL_RANK
     model, cfg = load_model(run_dir, dev)
     data = prepare_data(cfg.data, cfg.model.likelihood.name, cfg.train.seed)
     if list(data.shape) != list(cfg.model.data_shape):

@@ -6,9 +6,10 @@ a VAE step. Spinning (``OMP_WAIT_POLICY=ACTIVE``) avoids a wake-up per region an
 the importance-sampled log p(x) ~1.5x faster when vaekit has the cores to itself, but a
 spinning thread steals the core that another busy process (or vaekit's own other thread)
 needs: on a loaded machine ACTIVE was 3-8x slower than ``PASSIVE``. So vaekit spins only
-when it has the machine to itself: :func:`choose_settings` measures the idle cores over
-0.1 s at start and picks ACTIVE when at least as many are idle as torch will use threads,
-else PASSIVE (``benchmarks/bench_runtime.py`` measures every choice, quiet and loaded).
+when it has the machine to itself: :func:`choose_settings` measures the idle cores (of
+those it may run on) over 0.1 s at start and picks ACTIVE when at least as many are idle as
+torch will use threads (less 0.5 for the measurement's noise), else PASSIVE
+(``benchmarks/bench_runtime.py`` measures every choice, quiet and loaded).
 A value already set in the environment (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is kept.
 """
 
@@ -17,29 +18,51 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 
 KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 SAMPLE_S = 0.1  # how long the idle cores are measured at start
 
 
-def _cpu_times() -> tuple[float, float] | None:
-    """(idle + iowait, total) jiffies of all CPUs from /proc/stat; None where unavailable."""
+def _cpu_times() -> dict[int, tuple[float, float]] | None:
+    """Per CPU: (idle + iowait, total) jiffies from /proc/stat (total: user .. steal, the
+    first 8 fields; guest time is already inside user); None where unavailable."""
+    out = {}
     try:
         with open("/proc/stat", encoding="ascii") as f:
-            fields = [float(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
+            for line in f:
+                name, *values = line.split()
+                if not (name.startswith("cpu") and name[3:].isdigit()):
+                    continue
+                v = [float(x) for x in values[:8]]
+                out[int(name[3:])] = (v[3] + (v[4] if len(v) > 4 else 0.0), sum(v))
+    except (OSError, ValueError, IndexError):
         return None
-    return fields[3] + (fields[4] if len(fields) > 4 else 0.0), sum(fields[:8])
+    return out or None
+
+
+def allowed_cpus() -> set[int] | None:
+    """The CPUs this process may run on (taskset, cpusets); None where unknown."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 def idle_cores(seconds: float = SAMPLE_S) -> float | None:
-    """Cores idle on average over ``seconds`` (of the whole machine); None where unknown."""
+    """Idle cores, summed over the CPUs this process may run on, averaged over
+    ``seconds``; None where unknown."""
     a = _cpu_times()
     time.sleep(seconds)
     b = _cpu_times()
-    if a is None or b is None or b[1] <= a[1]:
+    if a is None or b is None:
         return None
-    return (os.cpu_count() or 1) * (b[0] - a[0]) / (b[1] - a[1])
+    cpus = (allowed_cpus() or set(b)) & set(a) & set(b)
+    idle = 0.0
+    for c in cpus:
+        total = b[c][1] - a[c][1]
+        idle += (b[c][0] - a[c][0]) / total if total > 0 else 1.0
+    return idle if cpus else None
 
 
 def planned_threads() -> int:
@@ -48,20 +71,19 @@ def planned_threads() -> int:
         return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
     except ValueError:
         pass
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    return len(allowed_cpus() or ()) or os.cpu_count() or 1
 
 
-def choose_settings(idle: float | None = None, threads: int | None = None) -> dict[str, str]:
+def choose_settings(threads: int | None = None,
+                    measure: Callable[[], float | None] = idle_cores) -> dict[str, str]:
     """``{"OMP_WAIT_POLICY": "ACTIVE"}`` when at least ``threads`` cores are idle (spinning
     then costs nobody anything; 0.5 core of slack for the measurement's own noise), else
-    PASSIVE. One thread needs no policy (it never waits for another)."""
+    PASSIVE, also when the idle cores cannot be measured. One thread needs no policy (it
+    never waits for another)."""
     threads = planned_threads() if threads is None else threads
     if threads <= 1:
         return {}
-    idle = idle_cores() if idle is None else idle
+    idle = measure()
     quiet = idle is not None and idle >= threads - 0.5
     return {"OMP_WAIT_POLICY": "ACTIVE" if quiet else "PASSIVE"}
 

@@ -23,7 +23,8 @@ class Batch:
         return Batch(self.x[index], None if self.y is None else self.y[index])
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.x.to(device), None if self.y is None else self.y.to(device))
+        return Batch(self.x.to(device), None if self.y is None else self.y.to(device),
+                     self.total)
 
     @property
     def device(self) -> torch.device:

@@ -124,7 +124,7 @@ def _bar(total: int, k: int, progress: bool | None) -> tqdm:
     """A progress bar over (sample, example) pairs: shown when ``progress``, or (None) on a
     terminal when there are at least PROGRESS_PAIRS."""
     disable = (not progress) if progress is not None else (
-        None if total >= PROGRESS_PAIRS else True)
+        None if total >= PROGRESS_PAIRS and distributed.world().main else True)
     return tqdm(total=total, disable=disable, unit="pair", unit_scale=True, leave=False,
                 desc=f"log p(x), K={k:,}", mininterval=1.0)
 

@@ -175,10 +175,11 @@ def generation_section(model: VAE, data: PreparedData, opts: EvalOptions) -> dic
     n = min(opts.generation, len(ds.test))
     net, info = None, {"features": "the data space (no labelled images to train a classifier)"}
     if ds.is_image and ds.train_y is not None and ds.test_y is not None:
-        if distributed.world().active:  # rank 0 trains and caches it; the others load it
-            distributed.on_main(lambda: feature_net(ds.train, ds.train_y, ds.test, ds.test_y,
-                                                    ds.levels))
-        net, info = feature_net(ds.train, ds.train_y, ds.test, ds.test_y, ds.levels)
+        # data parallel: every rank trains the same (deterministic) classifier when it is not
+        # cached yet, at once instead of waiting on rank 0, and the atomic writes of the
+        # identical cache files cannot clash
+        net, info = feature_net(ds.train, ds.train_y, ds.test, ds.test_y, ds.levels,
+                                log=print if distributed.world().main else lambda *_: None)
         info = {"features": "vaekit's feature classifier (penultimate layer)", **info}
     real_x = unit_images(ds.test[:n], ds.levels) if ds.is_image else data.test.x[:n].cpu()
     real = features(net, real_x)

@@ -8,8 +8,10 @@ of their ``on_epoch_end``): guard -> validate -> checkpoint -> metrics files -> 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -88,9 +90,14 @@ class Checkpoint(Callback):
 
 class MetricsFiles(Callback):
     """``metrics.jsonl`` and ``metrics.csv``, rewritten from the history (robust to resume),
-    and ``train.log``: the set-up notes and one line per epoch, appended."""
+    and ``train.log``: the set-up notes and one line per epoch, appended. Data parallel:
+    every rank calls it and rank 0 writes (``distributed.on_main``: a failed write there,
+    e.g. a full disk, stops every rank with its message instead of leaving them waiting)."""
 
     def on_fit_start(self, run: Run) -> None:
+        distributed.on_main(lambda: self._start(run))
+
+    def _start(self, run: Run) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         start = "resumed" if run.state.step else "started"
         self._append(run, [f"{stamp} {start} at epoch {run.state.epoch}, step {run.state.step}",
@@ -99,12 +106,11 @@ class MetricsFiles(Callback):
             self._write(run)  # a resume: the files say what the checkpoint's history says
 
     def on_rollback(self, run: Run, note: str) -> None:
-        self._append(run, [f"{time.strftime('%Y-%m-%d %H:%M:%S')} {note}"])
-        self._write(run)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        distributed.on_main(lambda: (self._append(run, [f"{stamp} {note}"]), self._write(run)))
 
     def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
-        self._write(run)
-        self._append(run, [epoch_line(row, run)])
+        distributed.on_main(lambda: (self._write(run), self._append(run, [epoch_line(row, run)])))
 
     @staticmethod
     def _write(run: Run) -> None:
@@ -187,13 +193,28 @@ class TensorBoard(Callback):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # torch raises ImportError when tensorboard is missing
             return
-        self.writer = SummaryWriter(str(run.run_dir / "tensorboard"))
+        with self._guard():
+            self.writer = SummaryWriter(str(run.run_dir / "tensorboard"))
+
+    @contextlib.contextmanager
+    def _guard(self):
+        """Live logs are a view: a failed write turns them off (with a note), never the run."""
+        try:
+            yield
+        except OSError as err:
+            print(f"note: TensorBoard logging stopped ({err})", file=sys.stderr)
+            self.writer = None
 
     def on_step_end(self, run: Run, loss: torch.Tensor) -> None:
         if self.writer is not None and run.state.step % self.every == 0:
-            self.writer.add_scalar("train/loss_step", float(loss), run.state.step)
+            with self._guard():
+                self.writer.add_scalar("train/loss_step", float(loss), run.state.step)
 
     def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        with self._guard():
+            self._epoch(run, row)
+
+    def _epoch(self, run: Run, row: dict[str, Any]) -> None:
         if self.writer is None:
             return
         for key, value in row.items():
@@ -259,7 +280,7 @@ def standard_callbacks(run: Run, progress: bool = True, echo: bool | None = None
     cbs: list[Callback] = [DivergenceGuard(), Validate()]
     main = run.world.main
     if run.run_dir is not None:
-        cbs += [Checkpoint(checkpoint_every), *([MetricsFiles(), TensorBoard()] if main else [])]
+        cbs += [Checkpoint(checkpoint_every), MetricsFiles(), *([TensorBoard()] if main else [])]
     if main:
         cbs.append(Console(bar=progress, echo=progress if echo is None else echo))
     if on_epoch is not None:

@@ -159,10 +159,12 @@ class Run:
         """This rank's noise generators; a rank the checkpoint has none for (a run resumed on
         more ranks) gets a fresh seed, and the notes say so."""
         suffix = f"_rank{self.world.rank}" if self.world.rank else ""
+        fresh = [r for r in range(1, self.world.size) if f"torch_rng_rank{r}" not in states]
+        if fresh and self.world.main:  # rank 0 writes the log: it says so for all of them
+            self.notes.append(f"rank(s) {', '.join(map(str, fresh))} have no saved noise state "
+                              "(the run was saved with fewer ranks): fresh seeds")
         if "torch_rng" + suffix not in states:
             torch.manual_seed(rank_seed(self.cfg.train.seed + self.state.step, self.world.rank))
-            self.notes.append(f"rank {self.world.rank} has no saved noise state (the run was "
-                              "saved with fewer ranks): fresh seed")
             return
         torch.set_rng_state(states["torch_rng" + suffix])
         if "cuda_rng" + suffix in states and self.device.type == "cuda":
@@ -296,7 +298,7 @@ def setup_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool
     """Build a run from ``cfg`` (or from the ``model``/``data``/``optimizer`` a caller
     built), in a new ``run_dir``, or restored from it (``resume``). Seeds as ``cfg`` says."""
     cfg.validate()
-    world = distributed.world()
+    world = distributed.init(cfg.train.device)  # under torchrun: join the job (once)
     world_notes = _fit_world(cfg, world, Path(run_dir) if resume and run_dir else None)
     distributed.check_same_json(cfg.to_dict(), "the configuration")
     device = distributed.local_device(resolve_device(cfg.train.device))
@@ -347,18 +349,23 @@ def _fit_world(cfg: RunConfig, world: distributed.World, resumed: Path | None) -
     t, notes = cfg.train, []
     saved = load_run_config(resumed).train if resumed and (resumed / "config.json").exists() \
         else None
-    if saved is not None and saved.world_size != world.size \
-            and t.batch_size * t.world_size == saved.batch_size * saved.world_size:
+    # the saved per-rank batch (or the saved global batch) means "continue as saved"; any
+    # other batch size is left for the resume check to refuse
+    asked = t.batch_size in (saved.batch_size, saved.batch_size * saved.world_size) \
+        if saved is not None else False
+    if asked:
         glob = saved.batch_size * saved.world_size
         if glob % world.size:
             raise ConfigError(f"the run's global batch of {glob} examples cannot be split "
                               f"evenly across {world.size} ranks", "resume it on a number of "
                               f"ranks that divides {glob}")
         t.batch_size = glob // world.size
-        notes.append(f"resumed on {world.size} rank(s), saved on {saved.world_size}: batch "
-                     f"{t.batch_size} per rank keeps the global batch of {glob} (same steps and "
-                     "data order; the reparameterization noise and the order of float sums "
-                     "differ, so the weights are not bit-identical to an uninterrupted run)")
+        if saved.world_size != world.size:
+            notes.append(f"resumed on {world.size} rank(s), saved on {saved.world_size}: batch "
+                         f"{t.batch_size} per rank keeps the global batch of {glob} (same steps "
+                         "and data order; the reparameterization noise and the order of float "
+                         "sums differ, so the weights are not bit-identical to an uninterrupted "
+                         "run)")
     t.world_size = world.size
     return notes
 
@@ -393,7 +400,7 @@ def _check_same_run(cfg: RunConfig, run_dir: Path) -> None:
     """A resumed run continues the saved one: only the RESUMABLE settings may differ."""
     saved = load_run_config(run_dir)
     same_global = (cfg.train.batch_size * cfg.train.world_size
-                   == saved.train.batch_size * saved.train.world_size)
+                   == saved.train.batch_size * saved.train.world_size)  # see _fit_world
     for path, (new, old) in cfg.differences(saved).items():
         if path == "train.batch_size" and same_global:  # resumed on another number of ranks
             continue

@@ -68,6 +68,7 @@ def fit_stage2(run_dir: str | Path, stage2: Stage2Config | None = None,
     checkpoint stopped; ``stage2`` (when given) becomes the run's ``stage2`` section first."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    distributed.init(cfg.train.device)  # under torchrun: join the job before anything is written
     if stage2 is not None or cfg.stage2 is None:
         cfg.stage2 = stage2 or Stage2Config()
         cfg.validate()
