@@ -170,3 +170,48 @@ def test_the_default_learned_variance_does_not_collapse_on_the_ring(gamma_init, 
     run = fit(setup_run(cfg), [Validate()])
     kl = run.history[-1]["val_kl"]
     assert (kl < 0.2) if collapses else (kl > 1.0), kl  # measured 0.06 and 1.9 nats
+
+
+def test_the_calibrated_decoder_uses_the_batch_mse_in_training_and_its_average_after():
+    """gaussian-calibrated (Rybkin et al. 2021): in training the log-density is the
+    Gaussian's at gamma* = the batch's mean squared error (its closed-form optimum), and the
+    gradient with respect to the decoder means is that of a fixed gamma = gamma*; outside
+    training the running gamma is used, so the density of test data does not depend on them."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=2, likelihood={"name": "gaussian-calibrated",
+                                                              "momentum": 0.5},
+                                    arch={"name": "mlp", "hidden": [8]}, data_shape=[5]))
+    lik = model.likelihood
+    lik.init_from_data(torch.randn(100, 5) * 2)  # var ~ 4: running gamma starts ~0.4
+    start = lik.extra_metrics()["gamma"]
+    assert 0.2 < start < 0.8
+    z, x = torch.randn(7, 2), torch.randn(7, 5)
+    mu = lik.params(z).detach().requires_grad_()
+    mse = float((x - mu.detach()).pow(2).mean())
+    model.train()
+    lp = lik.log_prob_params(mu, x)
+    ref = torch.distributions.Normal(mu, math.sqrt(mse)).log_prob(x).sum(-1)
+    torch.testing.assert_close(lp, ref)
+    (g,) = torch.autograd.grad(lp.sum(), mu)
+    torch.testing.assert_close(g, (x - mu.detach()) / mse)  # gamma held at gamma*
+    assert lik.extra_metrics()["gamma"] == pytest.approx(math.exp(0.5 * math.log(start)
+                                                                  + 0.5 * math.log(mse)))
+    model.eval()  # evaluation: the running gamma, whatever the batch
+    running = lik.extra_metrics()["gamma"]
+    ref = torch.distributions.Normal(mu.detach(), math.sqrt(running)).log_prob(x).sum(-1)
+    torch.testing.assert_close(lik.log_prob_params(mu.detach(), x), ref)
+    assert lik.extra_metrics()["gamma"] == running  # scoring does not move it
+
+
+def test_the_calibrated_decoder_trains_to_a_gamma_near_the_reconstruction_error():
+    cfg = RunConfig(DataConfig(name="ring:n=2000"),
+                    ModelConfig(latent_dim=2, arch={"name": "mlp", "hidden": [32, 32]},
+                                likelihood="gaussian-calibrated"),
+                    TrainConfig(epochs=8, batch_size=64, device="cpu"))
+    run = fit(setup_run(cfg))
+    val = run.data.val.x
+    with torch.no_grad():
+        mse = float((run.model.reconstruct(val) - val).pow(2).mean())
+    gamma = run.model.likelihood.extra_metrics()["gamma"]
+    assert 0.5 < gamma / mse < 2.0, (gamma, mse)
+    assert run.fast_path.startswith("off")  # the fast path does not know it: refused

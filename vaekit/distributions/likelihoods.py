@@ -398,6 +398,65 @@ class DiagGaussianLikelihood(LearnedVarianceLikelihood):
         return {"mean_variance": float(self.noise_log_var().detach().exp().mean())}
 
 
+@dataclass
+class CalibratedOptions(Options):
+    name: str = "gaussian-calibrated"
+    gamma_min: float = 1e-6  # lower bound of the variance (log-densities stay finite)
+    momentum: float = 0.99  # of the running variance used outside training
+
+    def validate(self) -> None:
+        if not self.gamma_min > 0:
+            raise ConfigError(f"gamma_min must be positive, got {self.gamma_min}",
+                              "e.g. model.likelihood.gamma_min: 1e-6")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}",
+                              "e.g. model.likelihood.momentum: 0.99")
+
+
+@LIKELIHOODS.register("gaussian-calibrated", CalibratedOptions,
+                      "N(x; mu(z), gamma* I), gamma* = the batch's mean squared error "
+                      "(calibrated decoder, Rybkin et al. 2021)")
+class CalibratedGaussianLikelihood(GaussianLikelihood):
+    """N(x; mu(z), gamma I) with gamma at its closed-form optimum for the current
+    reconstructions: gamma* = mean_j (x_j - mu_j)^2 over the batch (the "calibrated
+    decoder" of Rybkin, Daniilidis & Levine 2021, sigma-VAE), bounded below by gamma_min.
+
+    In training, gamma* is computed from each batch and held constant for the gradient (at
+    the optimum d loss / d gamma = 0, so the gradient with respect to mu is the same either
+    way); a running average of it (``momentum`` per step, started at 1/10 of the data's
+    variance) is the fixed gamma of evaluation, sampling and log p(x), which must not depend
+    on the data being scored. Nothing about the variance is learned by Adam.
+    """
+
+    def __init__(self, decoder: nn.Module, event_shape: Sequence[int], levels: int | None = None,
+                 *, gamma_min: float = 1e-6, momentum: float = 0.99) -> None:
+        super().__init__(decoder, event_shape, levels)
+        self.min_log_var, self.momentum = math.log(gamma_min), momentum
+        self.register_buffer("log_gamma", torch.zeros(()))  # the running gamma, as log
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Start the running gamma at 1/10 of the data's variance (as the learned ones)."""
+        var = float(x.double().var(0).mean()) / 10
+        self.log_gamma.fill_(max(math.log(max(var, 1e-300)), self.min_log_var))
+
+    def noise_log_var(self) -> torch.Tensor:
+        return self.log_gamma
+
+    def log_prob_params(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and torch.is_grad_enabled()):
+            return super().log_prob_params(params, x)
+        with torch.no_grad():  # gamma* of this batch (all samples of all examples)
+            mse = (x - params).pow(2).mean().clamp_min(math.exp(self.min_log_var))
+            log_gamma = mse.log()
+            self.log_gamma.mul_(self.momentum).add_((1 - self.momentum) * log_gamma)
+        sq = ((x - params).pow(2) * torch.exp(-log_gamma)).sum(self.event_dims)
+        dim = math.prod(self.event_shape)
+        return -0.5 * (sq + dim * (log_gamma + math.log(2 * math.pi)))
+
+    def extra_metrics(self) -> dict[str, float]:
+        return {"gamma": float(self.log_gamma.exp())}
+
+
 # ============================================================================ discretized logistic
 
 
