@@ -79,9 +79,9 @@ def main() -> int:
     except Exception as err:  # what the CLI would print
         line, code = error_line(err)
         print(f"rank {distributed.world().rank}: {line}", file=sys.stderr)
+        distributed.shutdown(wait=False)
         return code
-    finally:
-        distributed.shutdown()
+    distributed.shutdown()
     return 0
 
 

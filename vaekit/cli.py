@@ -663,9 +663,11 @@ def main(argv: list[str] | None = None) -> int:
     _show_notes()
     from vaekit import distributed
 
+    ok = False
     try:
         _join_world(args)
         args.func(args)
+        ok = True
     except KeyboardInterrupt:
         if distributed.world().main:
             print(getattr(args, "interrupted", f"interrupted: vaekit {args.command} stopped"),
@@ -682,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rank {world.rank}: {line}", file=sys.stderr)
         return code
     finally:
-        distributed.shutdown()
+        distributed.shutdown(wait=ok)
     return 0
 
 

@@ -104,9 +104,14 @@ def init(device: str = "auto") -> World:
     return world()
 
 
-def shutdown() -> None:
-    """Leave the process group (at the end of a command)."""
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group at the end of a command. ``wait``: after every rank got here
+    (none tears its connections down while another still uses them: that aborted a rank
+    now and then); on an error, at once (the others may never get here)."""
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            with contextlib.suppress(RuntimeError, ValueError):  # a rank already gone
+                dist.barrier()
         dist.destroy_process_group()
 
 
