@@ -141,23 +141,17 @@ def block(n: int, rank: int, size: int) -> tuple[int, int]:
     return n * rank // size, n * (rank + 1) // size
 
 
-def check_same_config(text: str, what: str = "the configuration") -> None:
-    """Refuse a job whose ranks were given different settings (hash of ``text``)."""
-    w = world()
-    if not w.active:
+def check_same_json(obj: object, what: str) -> None:
+    """Refuse a job whose ranks were given different settings (a hash of ``obj`` as JSON)."""
+    if not world().active:
         return
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    digests: list[str | None] = [None] * w.size
-    dist.all_gather_object(digests, digest)
+    text = json.dumps(obj, sort_keys=True, default=str)
+    digests = gather_objects(hashlib.sha256(text.encode()).hexdigest()[:16])
     odd = [r for r, d in enumerate(digests) if d != digests[0]]
     if odd:
         raise ConfigError(f"{what} differs between ranks: rank 0 and rank(s) "
                           f"{', '.join(map(str, odd))} were given different settings",
                           "start every rank with the same command line and files")
-
-
-def check_same_json(obj: object, what: str) -> None:
-    check_same_config(json.dumps(obj, sort_keys=True, default=str), what)
 
 
 def all_sum(t: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,11 @@
 
 ``vaekit`` (the CLI) calls :func:`configure_cpu_runtime` first thing. The choice is the
 OpenMP wait policy: what a worker thread does between the many short parallel regions of
-a VAE step. Spinning (``OMP_WAIT_POLICY=ACTIVE``) avoids a wake-up per region and makes
-the importance-sampled log p(x) ~1.5x faster when vaekit has the cores to itself, but a
-spinning thread steals the core that another busy process (or vaekit's own other thread)
-needs: on a loaded machine ACTIVE was 3-8x slower than ``PASSIVE``. So vaekit spins only
+a VAE step. Spinning (``OMP_WAIT_POLICY=ACTIVE``) avoids a wake-up per region (up to
+~1.1x faster on this project's quiet 2-core host, 1.5x on an earlier one), but a spinning
+thread steals the core that another busy process (or vaekit's own other thread) needs:
+with 2 busy processes ACTIVE was 2.2x slower than ``PASSIVE`` for training (3-8x on an
+earlier host). So vaekit spins only
 when it has the machine to itself: :func:`choose_settings` measures the idle cores (of
 those it may run on) over 0.1 s at start and picks ACTIVE when at least as many are idle as
 torch will use threads (less 0.5 for the measurement's noise), else PASSIVE
