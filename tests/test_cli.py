@@ -155,6 +155,21 @@ def test_preset_is_overridden_by_the_config_file_and_flags(tmp_path, cli):
     assert not (tmp_path / "x").exists()
 
 
+def test_resnet_bernoulli_preset_trains_a_residual_conv_vae(tmp_path, cli):
+    run = tmp_path / "RUN"
+    res = cli("train", "--preset", "resnet-bernoulli", "--data", "digits", "--limit", "200",
+              "--epochs", "1", "--device", "cpu", "--no-progress", "--out", run)
+    assert res.code == 0, res.err
+    cfg = json.loads((run / "config.json").read_text())
+    arch = cfg["model"]["arch"]
+    assert (arch["name"], arch["channels"], arch["blocks"]) == ("resnet", [32, 64], 1)
+    assert cfg["model"]["likelihood"]["name"] == "bernoulli"
+    assert cfg["data"]["transform"] == "auto" and "transform binarize" in res.out
+    assert (cfg["train"]["epochs"], cfg["train"]["lr_schedule"]) == (1, "cosine")  # flag wins
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert math.isfinite(row["val_elbo"]) and row["val_elbo"] < 0
+
+
 # --------------------------------------------------------------- bad input
 
 

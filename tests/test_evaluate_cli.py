@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from conftest import DIGITS_ARGS
 
 
@@ -63,6 +64,31 @@ def test_evaluations_accumulate_and_name_their_checkpoint(ring_run, cli, tmp_pat
     rec = second["checkpoint"]
     assert rec["epoch"] == 1 and len(rec["weights_sha256"]) == 16
     assert second["section_checkpoints"]["marginal"] == rec
+
+
+def test_limit_scores_the_first_examples_into_a_file_of_its_own(ring_run, cli, tmp_path):
+    import shutil
+
+    import torch
+
+    from vaekit.evaluation.estimators import estimate_log_px
+    from vaekit.run import open_run
+
+    run = shutil.copytree(ring_run, tmp_path / "run")
+    res = cli("evaluate", run, "--k", "5", "--loglik", "20", "--limit", "30")
+    assert res.code == 0, res.err
+    r = json.loads((run / "eval-test-first30.json").read_text())
+    assert r["n_examples"] == 30 and r["options"]["limit"] == 30
+    assert not (run / "eval-test.json").exists()  # the whole split's figures stay apart
+    assert (run / "loglik-vs-K-test-first30.png").is_file()
+    assert "test set, 30 examples (its first ones: --limit)" in res.out
+    model, _, data = open_run(run, "cpu")  # the same figure, by hand on those 30 examples
+    est = estimate_log_px(model, data.test[:30], 20, seed=1)
+    assert r["marginal"]["importance"]["log_px"] == pytest.approx(float(est.log_px.mean()),
+                                                                  abs=1e-4)
+    assert len(data.test) > 30 and torch.isfinite(est.log_px).all()
+    cli("evaluate", run, "--limit", "30", "--kde").assert_user_error("--limit")
+    cli("evaluate", run, "--limit", "-1").assert_user_error("--limit")
 
 
 def test_outputs_never_replace_run_state_or_user_files(ring_run, cli, tmp_path, snapshot):

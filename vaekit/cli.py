@@ -104,7 +104,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="YAML or TOML file with data/model/train sections")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="start from named settings (fast: Adam 6e-3 with 500 warm-up steps"
-                        "\nand cosine decay, 5 epochs; see README 'Speed')")
+                        "\nand cosine decay, 5 epochs; see README 'Speed'. resnet-bernoulli: "
+                        "\na residual conv VAE for binary images, 40 epochs; README 'Conv nets')")
     names = _registry_names()
     for flag, path, kind, text in TRAIN_FLAGS:
         p.add_argument(flag, type=kind, nargs="+" if flag == "--hidden" else None, default=None,
@@ -161,11 +162,15 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
                    help="with --generation: also the standard Inception FID from these local "
                         "weights (needs vaekit[fid]; nothing is downloaded)")
     p.add_argument("--split", choices=["test", "val"], default="test", help="(default: test)")
+    p.add_argument("--limit", type=int, default=0, metavar="N",
+                   help="score only the split's first N examples, e.g. for a large K "
+                        "(default: 0 = all; not with --kde or --baselines)")
     p.add_argument("--memory-mb", type=float, default=1024, help="memory budget (default: 1024)")
     p.add_argument("--seed", type=int, default=0, help="evaluation noise seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.add_argument("--json", type=Path, help="write figures here (default: RUN/eval-SPLIT.json, "
-                                             "where evaluations accumulate)")
+                                             "where evaluations accumulate; with --limit N "
+                                             "RUN/eval-SPLIT-firstN.json)")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--no-report", action="store_true", help=NO_REPORT_HELP)
     p.set_defaults(func=cmd_evaluate)
@@ -319,7 +324,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from vaekit.io import atomic_write_text
     from vaekit.viz import save_loglik_curve
 
-    for flag in ("k", "loglik", "naive", "kde_max_train", "generation"):
+    for flag in ("k", "loglik", "naive", "kde_max_train", "generation", "limit"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0", "pass 0 to turn it off")
     if not 0 < args.memory_mb < float("inf"):
@@ -329,8 +334,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from vaekit.train.checkpoint import checkpoint_record
 
     _check_output(args.json, (".json",))
-    path = output_path(args.json, args.run / f"eval-{args.split}.json", args.run, args.force,
-                       "--json")
+    subset = f"-first{args.limit}" if args.limit else ""  # a subset's figures apart
+    path = output_path(args.json, args.run / f"eval-{args.split}{subset}.json", args.run,
+                       args.force, "--json")
     if args.inception_weights and not args.inception_weights.is_file():
         raise ConfigError(f"Inception weights {args.inception_weights} do not exist",
                           "point --inception-weights at a local weights file")
@@ -338,8 +344,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                            memory_mb=args.memory_mb)
     model, cfg, data = open_run(args.run, args.device)
     args.interrupted = "interrupted: the evaluation was not saved"
-    opts = EvalOptions(split=args.split, k=args.k, loglik=args.loglik, naive=args.naive,
-                       kde=args.kde, kde_max_train=args.kde_max_train,
+    opts = EvalOptions(split=args.split, limit=args.limit, k=args.k, loglik=args.loglik,
+                       naive=args.naive, kde=args.kde, kde_max_train=args.kde_max_train,
                        diagnostics=args.diagnostics, memory_mb=args.memory_mb, seed=args.seed,
                        batch_size=cfg.train.eval_batch_size, generation=args.generation,
                        inception_weights=str(args.inception_weights or ""),
@@ -363,9 +369,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"warning: {', '.join(bad)} not finite: the model's outputs overflow; see its "
               f"training loss in {args.run / 'metrics.csv'} (a diverged run?)", file=sys.stderr)
     if "marginal" in res:
-        plot = save_loglik_curve(res["marginal"], path.with_name(f"loglik-vs-K-{args.split}.png"),
-                                 title=f"{Path(cfg.data.name).name} {args.split}: log p(x) "
-                                       "estimators")
+        plot = save_loglik_curve(res["marginal"],
+                                 path.with_name(f"loglik-vs-K-{args.split}{subset}.png"),
+                                 title=f"{Path(cfg.data.name).name} {args.split}{subset}: "
+                                       "log p(x) estimators")
         print(f"estimators vs K plotted in {plot}")
     print(f"figures written to {path}")
     _report_after(args.run, progress=True, skip=args.no_report)

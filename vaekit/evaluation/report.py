@@ -19,8 +19,9 @@ def _line(label: str, value: float, se: float | None, bpd: float | None) -> str:
 
 def format_report(r: dict[str, Any]) -> str:
     """Multi-line summary of :func:`vaekit.evaluation.evaluate` output."""
-    lines = [f"{r.get('dataset', '?')} {r.get('split', '')} set, {r['n_examples']} examples, "
-             f"{r.get('likelihood', '?')} likelihood",
+    first = " (its first ones: --limit)" if r.get("options", {}).get("limit") else ""
+    lines = [f"{r.get('dataset', '?')} {r.get('split', '')} set, {r['n_examples']} examples"
+             f"{first}, {r.get('likelihood', '?')} likelihood",
              f"  protocol: {r.get('protocol', 'n/a')}",
              _line(f"ELBO (1-sample, {r.get('kl_estimator', 'analytic')} KL)", r["elbo"],
                    r["elbo_se"], r.get("elbo_bpd")),

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from vaekit import distributed
 from vaekit.data.batch import Batch
 from vaekit.data.pipeline import PreparedData, fixed_transform
-from vaekit.errors import DataError
+from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation.baselines import baselines_section, protocol_splits
 from vaekit.evaluation.diagnostics import latent_diagnostics
 from vaekit.evaluation.generation import (
@@ -41,6 +41,7 @@ from vaekit.models.vae import VAE
 @dataclass
 class EvalOptions:
     split: str = "test"  # test | val
+    limit: int = 0  # score only the split's first N examples (0 = all)
     k: int = 100  # IWAE-k bound in the standard figures (0 = skip)
     loglik: int = 0  # K of the importance-sampled log p(x) with curve and ELBO gap (0 = skip)
     naive: int = 0  # K of the naive prior-sampling estimator (0 = skip)
@@ -86,6 +87,10 @@ def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions,
     if composite is not None:
         model = composite.stage1
     x = data.test if opts.split == "test" else data.val
+    if opts.limit and (opts.kde or opts.baselines):
+        raise ConfigError("--limit scores the first examples of the split; the KDE and the "
+                          "baselines score all of it", "drop --limit, or --kde/--baselines")
+    x = x[: opts.limit] if opts.limit else x
     if opts.naive and model.conditional:
         raise DataError("the naive estimator shares its prior samples across examples, which "
                         "a conditional model (p(x|z, y)) does not allow",
