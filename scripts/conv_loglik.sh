@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Bernoulli ResNet VAE (--preset resnet-bernoulli) on dynamically binarized Fashion-MNIST:
-# train it (about 27 minutes on 2 CPU cores), then estimate the test log p(x) by importance
-# sampling with K = 1000 on the first N test images (the full 10,000 at K = 1000 take over an
-# hour on 2 cores). Writes results/conv-loglik/{summary.md,eval.json} from the run's files.
+# train it (26-32 minutes on 2 CPU cores), then estimate the test log p(x) by importance
+# sampling with K = 1000 on the first N test images (the full 10,000 at K = 1000 take about
+# 36 minutes on 2 cores). Writes results/conv-loglik/{summary.md,eval.json} from the run's files.
 #
 #     bash scripts/conv_loglik.sh              # N=2000; RUN=results/conv-loglik/run
 #     N=10000 bash scripts/conv_loglik.sh      # the whole test set

@@ -42,8 +42,8 @@ SEED_LIMIT = 2**63  # seeds (and seed + small offsets) must fit torch's 64-bit g
 # 784-400-20 Bernoulli MLP VAE on Fashion-MNIST, where it reaches in 5 epochs the test ELBO
 # that Adam 1e-3 at batch 128 reaches in 10 (benchmarks/bench_train.py, section ttq); its
 # warm-up is a share of the run, so it scales to any data size.
-# "resnet-bernoulli": a residual conv VAE for binary (binarized) images, sized to train in
-# about 30 minutes on 2 CPU cores on Fashion-MNIST (scripts/conv_loglik.sh; README "Conv nets").
+# "resnet-bernoulli": a residual conv VAE for binary (binarized) images; 40 epochs of
+# Fashion-MNIST take 26-32 minutes on 2 CPU cores (scripts/conv_loglik.sh; README "Conv nets").
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "fast": {"train": {"epochs": 5, "batch_size": 128, "lr": 6e-3, "lr_schedule": "cosine",
                        "warmup_fraction": 0.21}},  # 500 of the 2,345 steps on Fashion-MNIST
