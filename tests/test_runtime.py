@@ -4,6 +4,7 @@ over a user's choice."""
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -66,3 +67,12 @@ def test_no_effect_once_torch_is_loaded(monkeypatch):
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     assert "torch" in sys.modules
     assert configure_cpu_runtime() == {}
+
+
+def test_malloc_keeps_freed_memory_on_glibc_unless_the_user_set_malloc(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"]:
+        monkeypatch.delenv(key)
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert runtime.keep_freed_memory() is glibc  # mallopt accepted every setting
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert runtime.keep_freed_memory() is False  # the user's malloc settings win

@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vaekit.runtime import configure_cpu_runtime
+from vaekit.runtime import configure_cpu_runtime, keep_freed_memory
 
 configure_cpu_runtime()  # before anything imports torch
+keep_freed_memory()
 
 from vaekit import __version__  # noqa: E402
 from vaekit.errors import ConfigError, VaekitError  # noqa: E402
