@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 N=${N:-2000}
 RUN=${RUN:-results/conv-loglik/run}
 OUT=$(dirname "$RUN")
-if [ ! -d "$RUN/checkpoint" ]; then
+if [ -d "$RUN" ]; then  # an earlier call's run: finish it if it was stopped (else a no-op)
+    .venv/bin/vaekit train --resume "$RUN" --no-progress --no-report
+else
     .venv/bin/vaekit train --preset resnet-bernoulli --out "$RUN" --no-progress --no-report
 fi
 .venv/bin/vaekit evaluate "$RUN" --loglik 1000 --limit "$N" --diagnostics --force --no-report \

@@ -71,7 +71,9 @@ def test_limit_scores_the_first_examples_into_a_file_of_its_own(ring_run, cli, t
 
     import torch
 
+    from vaekit.errors import ConfigError
     from vaekit.evaluation.estimators import estimate_log_px
+    from vaekit.evaluation.run import EvalOptions, run_evaluation
     from vaekit.run import open_run
 
     run = shutil.copytree(ring_run, tmp_path / "run")
@@ -89,6 +91,8 @@ def test_limit_scores_the_first_examples_into_a_file_of_its_own(ring_run, cli, t
     assert len(data.test) > 30 and torch.isfinite(est.log_px).all()
     cli("evaluate", run, "--limit", "30", "--kde").assert_user_error("--limit")
     cli("evaluate", run, "--limit", "-1").assert_user_error("--limit")
+    with pytest.raises(ConfigError, match="limit"):  # the library: not a silent x[:-1]
+        run_evaluation(model, data, EvalOptions(limit=-1))
 
 
 def test_outputs_never_replace_run_state_or_user_files(ring_run, cli, tmp_path, snapshot):

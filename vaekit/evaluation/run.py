@@ -87,6 +87,8 @@ def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions,
     if composite is not None:
         model = composite.stage1
     x = data.test if opts.split == "test" else data.val
+    if opts.limit < 0:
+        raise ConfigError(f"limit must be >= 0, got {opts.limit}", "pass 0 to score them all")
     if opts.limit and (opts.kde or opts.baselines):
         raise ConfigError("--limit scores the first examples of the split; the KDE and the "
                           "baselines score all of it", "drop --limit, or --kde/--baselines")
