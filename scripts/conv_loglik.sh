@@ -2,15 +2,23 @@
 # The Bernoulli ResNet VAE (--preset resnet-bernoulli) on dynamically binarized Fashion-MNIST:
 # train it (26-32 minutes on 2 CPU cores), then estimate the test log p(x) by importance
 # sampling with K = 1000 on the first N test images (the full 10,000 at K = 1000 take about
-# 36 minutes on 2 cores). Writes results/conv-loglik/{summary.md,eval.json} from the run's files.
+# 36 minutes on 2 cores, measured before the CLI kept freed memory). Writes OUT/eval.json and
+# OUT/summary.md: OUT is results/conv-loglik for the default run, the run folder for another.
 #
 #     bash scripts/conv_loglik.sh              # N=2000; RUN=results/conv-loglik/run
 #     N=10000 bash scripts/conv_loglik.sh      # the whole test set
+#     RUN=runs/mine bash scripts/conv_loglik.sh
 set -euo pipefail
+# paths given are relative to where the user is: resolved before the cd below
+[ -z "${OUT:-}" ] || OUT=$(realpath -m "$OUT")
+if [ -n "${RUN:-}" ]; then
+    RUN=$(realpath -m "$RUN")
+    OUT=${OUT:-$RUN}
+fi
 cd "$(dirname "$0")/.."
 N=${N:-2000}
 RUN=${RUN:-results/conv-loglik/run}
-OUT=$(dirname "$RUN")
+OUT=${OUT:-results/conv-loglik}
 if [ -d "$RUN" ]; then  # an earlier call's run: finish it if it was stopped (else a no-op)
     .venv/bin/vaekit train --resume "$RUN" --no-progress --no-report
 else
@@ -35,10 +43,10 @@ for name, mean, se, bpd in (
          imp.get("bpd"))):
     rows.append(f"| {name} | {mean:.2f} ± {se:.2f} | {bpd:.4f} |")
 train_s = sum(e["seconds"] for e in epochs)
+first = " (the first ones)" if r["options"]["limit"] else ""
 rows += ["", f"{len(epochs)} epochs, {train_s / 60:.1f} min of training; {r['n_examples']} "
-         f"test images (the first ones); {r['active_units']} of "
-         f"{r['latent_dim']} latent units active; median ESS {imp['ess_median']:.0f} of "
-         f"{imp['k']}; evaluation {r['seconds']:.0f} s. Protocol: {r['protocol']}"]
+         f"test images{first}; {r['active_units']} of {r['latent_dim']} latent units active; "
+         f"median ESS {imp['ess_median']:.0f} of {imp['k']}; evaluation {r['seconds']:.0f} s. Protocol: {r['protocol']}"]
 (out / "summary.md").write_text("\n".join(rows) + "\n")
 print("\n".join(rows))
 PY

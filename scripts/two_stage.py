@@ -59,7 +59,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=10000)
     p.add_argument("--loglik-k", type=int, default=100, help="importance samples of log p(x)")
     p.add_argument("--loglik-n", type=int, default=2000,
-                   help="first N test images scored by log p(x) (0 = all 10,000)")
+                   help="first N test images scored by log p(x) (0 = the whole test split)")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--out", type=Path, default=Path("results/two-stage"))
     a = p.parse_args()

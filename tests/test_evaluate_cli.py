@@ -90,6 +90,9 @@ def test_limit_scores_the_first_examples_into_a_file_of_its_own(ring_run, cli, t
                                                                   abs=1e-4)
     assert len(data.test) > 30 and torch.isfinite(est.log_px).all()
     cli("evaluate", run, "--limit", "30", "--kde").assert_user_error("--limit")
+    res = cli("evaluate", run, "--k", "5", "--limit", str(len(data.test)))
+    assert res.code == 0 and "covers the whole test split" in res.out
+    assert json.loads((run / "eval-test.json").read_text())["n_examples"] == len(data.test)
     cli("evaluate", run, "--limit", "-1").assert_user_error("--limit")
     with pytest.raises(ConfigError, match="limit"):  # the library: not a silent x[:-1]
         run_evaluation(model, data, EvalOptions(limit=-1))

@@ -335,15 +335,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from vaekit.train.checkpoint import checkpoint_record
 
     _check_output(args.json, (".json",))
-    subset = f"-first{args.limit}" if args.limit else ""  # a subset's figures apart
-    path = output_path(args.json, args.run / f"eval-{args.split}{subset}.json", args.run,
-                       args.force, "--json")
+
+    def figures_path() -> Path:  # a subset's figures apart from the whole split's
+        return output_path(args.json, args.run / f"eval-{args.split}{subset}.json", args.run,
+                           args.force, "--json")
+
+    subset = f"-first{args.limit}" if args.limit else ""
+    path = figures_path()
     if args.inception_weights and not args.inception_weights.is_file():
         raise ConfigError(f"Inception weights {args.inception_weights} do not exist",
                           "point --inception-weights at a local weights file")
     check_evaluation_sizes(args.run, naive=args.naive, generation=args.generation,
                            memory_mb=args.memory_mb)
     model, cfg, data = open_run(args.run, args.device)
+    size = len(data.test if args.split == "test" else data.val)
+    if args.limit >= size > 0:  # no subset: the whole split's figures, in their file
+        print(f"note: --limit {args.limit} covers the whole {args.split} split ({size} "
+              "examples): scoring all of it")
+        args.limit, subset = 0, ""
+        path = figures_path()
     args.interrupted = "interrupted: the evaluation was not saved"
     opts = EvalOptions(split=args.split, limit=args.limit, k=args.k, loglik=args.loglik,
                        naive=args.naive, kde=args.kde, kde_max_train=args.kde_max_train,
