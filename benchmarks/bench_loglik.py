@@ -41,8 +41,8 @@ def train_model(run_dir: str, epochs: int, limit: int) -> dict[str, Any]:
     import contextlib
     import io
 
+    from vaekit.api import train
     from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from vaekit.train import train
 
     cfg = RunConfig(DataConfig(name="fashion-mnist", val_fraction=0.0, limit=limit),
                     ModelConfig(latent_dim=20, arch={"name": "mlp", "hidden": [400]},
@@ -57,14 +57,15 @@ def train_model(run_dir: str, epochs: int, limit: int) -> dict[str, Any]:
 
 def _load(run_dir: str, n: int):
     """(model, test images (n, *shape) with the run's fixed evaluation transform, config)."""
+    from vaekit.api import load_model
     from vaekit.data.datasets import load_dataset
-    from vaekit.data.pipeline import fixed_transform, likelihood_class
+    from vaekit.data.pipeline import fixed_transform
     from vaekit.data.transforms import resolve_transform
-    from vaekit.train import load_model
+    from vaekit.registry import LIKELIHOODS
 
     model, cfg = load_model(run_dir)
     ds = load_dataset(cfg.data.name)
-    lik = likelihood_class(cfg.model.likelihood.name)
+    lik = LIKELIHOODS.get(cfg.model.likelihood.name).build
     transform = resolve_transform(cfg.data.transform, lik, ds.levels)
     x = fixed_transform(ds.test, transform, ds.levels, TEST_SEED)[:n]
     return model, x, cfg

@@ -78,8 +78,9 @@ def loglik_task(k: int, n: int) -> dict:
     from vaekit.data.pipeline import prepare_data
     from vaekit.evaluation.estimators import estimate_log_px
     from vaekit.models import build_model
+    from vaekit.registry import LIKELIHOODS
 
-    data = prepare_data(DataConfig(limit=1000), "bernoulli", 0)
+    data = prepare_data(DataConfig(limit=1000), LIKELIHOODS.get("bernoulli").build, 0)
     cfg = ModelConfig(data_shape=list(data.shape), data_levels=data.levels or 0)
     torch.manual_seed(0)
     model = build_model(cfg).eval()

@@ -212,8 +212,8 @@ def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
     TrainConfig fields of a variant (precision, compile, fused)."""
     import dataclasses
 
+    from vaekit.api import train
     from vaekit.config import DataConfig, RunConfig, TrainConfig
-    from vaekit.train import train
 
     missing = set(extra) - {f.name for f in dataclasses.fields(TrainConfig)}
     if missing:

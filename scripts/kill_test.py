@@ -6,8 +6,8 @@ Runs one uninterrupted reference training, then per trial a run of the same sett
 is killed (``kill -9``) up to three times and resumed each time (``--resume``, or a new run
 into the same folder when it died before writing its config), until it completes. A kill
 is either timed (a random moment: start-up, a training step, a checkpoint save) or placed
-by vaekit's fault hook (``VAEKIT_FAULT=STAGE:N``: inside the N-th checkpoint save of the
-process, after the weights, after all files, after the manifest, or between the two
+by the fault wrapper (``tests/faults.py STAGE:N``: inside the N-th checkpoint save of the
+process, after the weights, after the trainer state, after the manifest, or between the two
 renames of the rotation). A trial survives when its final weights equal the reference's
 bit for bit. Prints the counts, by where the kills landed.
 """
@@ -40,14 +40,15 @@ STAGES = ("model", "trainer", "manifest", "rotate")
 
 def launch(run: Path, fault: str = "") -> subprocess.Popen:
     """``vaekit train`` into ``run`` (resumed when it has a config.json)."""
-    env = {**os.environ, "VAEKIT_FAULT": fault, "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
            "VAEKIT_NO_REPORT": "1"}  # the HTML report after training: not what is tested
     if (run / "config.json").is_file():
         argv = ["train", "--resume", str(run), "--checkpoint-every", str(EVERY),
                 "--no-progress"]
     else:
         argv = ["train", *TRAIN, "--out", str(run)]
-    return subprocess.Popen([sys.executable, "-m", "vaekit", *argv], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "faults.py"), fault, *argv],
+                            cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

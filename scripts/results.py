@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
+from vaekit.api import train
 from vaekit.config import DataConfig, RunConfig, TrainConfig
 from vaekit.evaluation.metrics import to_bits_per_dim
-from vaekit.evaluation.run import EvalOptions, run_evaluation
-from vaekit.run import open_run
-from vaekit.train import train
-from vaekit.viz import save_loglik_curve
+from vaekit.evaluation.suite import EvalOptions, evaluate_all
+from vaekit.report.plots import save_loglik_curve
+from vaekit.rundir import RunDir
 
 
 def get_run(args: argparse.Namespace) -> tuple[Path, float | None]:
@@ -102,10 +102,11 @@ def main() -> None:
         plot(saved, args.out)
         return
     run, train_s = get_run(args)
-    model, cfg, data = open_run(run, "cpu")
+    rd = RunDir.open(run, "cpu")
+    model, cfg, data = rd.model, rd.cfg, rd.data
     opts = EvalOptions(k=0, loglik=args.loglik, naive=args.naive, kde=True, diagnostics=True,
                        kde_max_train=args.kde_max_train)
-    res = run_evaluation(model, data, opts)
+    res = evaluate_all(model, data, opts)
     m = cfg.model
     meta = {"run": str(run), "train_seconds": train_s, "torch": torch.__version__,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",

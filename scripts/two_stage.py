@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from vaekit.api import train
 from vaekit.config import DataConfig, ModelConfig, RunConfig, Stage2Config, TrainConfig
 from vaekit.data.pipeline import PreparedData
 from vaekit.evaluation.diagnostics import latent_diagnostics
@@ -35,8 +36,7 @@ from vaekit.evaluation.generation import feature_net, features, generate, scores
 from vaekit.evaluation.metrics import mean_se, to_bits_per_dim
 from vaekit.models import VAE
 from vaekit.models.two_stage import CodeMixture, posterior_codes
-from vaekit.run import open_run
-from vaekit.train import train
+from vaekit.rundir import RunDir
 
 ROWS = ("bernoulli", "fixed-gamma", "learned-gamma", "two-stage", "learned-gamma + GMM")
 
@@ -128,7 +128,8 @@ def one_seed(a: argparse.Namespace, seed: int, real: torch.Tensor, net: Any,
             shutil.rmtree(run_dir)  # stopped before its first checkpoint: start again
         print(f"[seed {seed}] {'continuing' if resume else 'training'} {name} ...", flush=True)
         train(cfg, run_dir, resume=resume, progress=False)
-        model, _, data = open_run(run_dir, "cpu")
+        rd = RunDir.open(run_dir, "cpu")
+        model, _, data = rd.model, rd.cfg, rd.data
         stage1 = model.stage1 if hasattr(model, "stage1") else model
         out[name] = {**row_figures(stage1, stage1, data, real, net, a, seed),
                      "train_seconds": train_seconds(run_dir)}
@@ -220,7 +221,7 @@ def protocol(a: argparse.Namespace, data: str, classifier: dict[str, Any], n_tes
 def save_samples(samples: dict[str, torch.Tensor], path: Path) -> None:
     from matplotlib.figure import Figure
 
-    from vaekit.viz.figures import image_grid
+    from vaekit.report.plots import image_grid
 
     names = [row for row in ROWS if row in samples]
     fig = Figure(figsize=(2.2 * len(names), 2.6))

@@ -20,7 +20,8 @@ from vaekit.evaluation import estimate_log_px
 from vaekit.evaluation.baselines import fit_gaussian, fit_ppca
 from vaekit.models import LinearGaussian
 from vaekit.objectives import elbo
-from vaekit.run import open_run
+from vaekit.registry import LIKELIHOODS
+from vaekit.rundir import RunDir
 
 
 def _correlated(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -71,7 +72,8 @@ def test_closed_form_ppca_is_a_stationary_point_of_its_likelihood():
 
 
 def test_ppca_as_a_vaekit_vae_gives_the_exact_log_likelihood_on_digits():
-    data = prepare_data(DataConfig(name="digits"), "gaussian", 0)  # dequantized 8x8 digits
+    # dequantized 8x8 digits
+    data = prepare_data(DataConfig(name="digits"), LIKELIHOODS.get("gaussian").build, 0)
     fit = fit_ppca(data.train_raw.double() / data.levels, 4)  # any x in [0,1]^64 will do
     x = data.test.x[:100].reshape(100, -1).double()
     exact = fit.log_prob(x)
@@ -124,7 +126,8 @@ def test_linear_vae_reaches_the_exact_log_likelihood_of_ppca_data(cli, tmp_path)
               "--lr", "0.02", "--batch-size", "64", "--lr-schedule", "cosine",
               "--val-fraction", "0", "--device", "cpu", "--no-progress", "--out", run)
     assert res.code == 0, res.err
-    model, _cfg, data = open_run(run, "cpu")
+    rd = RunDir.open(run, "cpu")
+    model, _cfg, data = rd.model, rd.cfg, rd.data
     exact = float(lg.exact_log_px(data.test.x).mean())  # -7.548 nats/example
     est = float(estimate_log_px(model, data.test, k=1000, seed=0).log_px.mean())
     assert abs(est - exact) < 0.03  # measured -0.008 nats/example (12 epochs, 2000 test points)

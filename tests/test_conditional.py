@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from vaekit.run import open_run
+from vaekit.rundir import RunDir
 
 
 def test_conditional_samples_are_classified_as_the_requested_class(cli, tmp_path):
@@ -16,7 +16,8 @@ def test_conditional_samples_are_classified_as_the_requested_class(cli, tmp_path
               "--epochs", "5", "--batch-size", "64", "--lr", "0.003", "--device", "cpu",
               "--no-progress", "--out", run)
     assert res.code == 0, res.err
-    model, _cfg, data = open_run(run, "cpu")
+    rd = RunDir.open(run, "cpu")
+    model, _cfg, data = rd.model, rd.cfg, rd.data
     scale = data.levels - 1  # the classifier sees grey values in [0, 1], as the means are
     real = (data.train_raw.float() / scale).reshape(len(data.train_raw), -1).numpy()
     clf = LogisticRegression(max_iter=2000).fit(real, data.train_y.numpy())

@@ -81,7 +81,7 @@ def test_a_config_written_by_vaekit_0_1_still_loads():
 
 
 def test_flags_override_plain_values_of_presets_and_files(tmp_path):
-    from vaekit.run import configure
+    from vaekit.config import configure
 
     cfg = configure({"train": {"lr_schedule": "constant"}, "data": {"name": "ring"}},
                     preset="fast")

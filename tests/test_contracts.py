@@ -11,13 +11,14 @@ import pytest
 import torch
 from torch import nn
 
+from vaekit.api import load_model
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data import Batch
 from vaekit.evaluation.noise import IndexedNoise
 from vaekit.models import VAE, build_model
 from vaekit.objectives import elbo, log_weights
 from vaekit.registry import ALL, LIKELIHOODS, NETWORKS, OBJECTIVES, PRIORS
-from vaekit.train import fit, load_model, setup_run, standard_callbacks
+from vaekit.train import fit, setup_run, standard_callbacks
 from vaekit.train.fast import FastELBO, FastPathRefusedError, applies, fast_elbo
 from vaekit.train.step import loss_fn
 

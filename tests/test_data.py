@@ -18,6 +18,8 @@ from vaekit.data.transforms import apply_transform
 from vaekit.errors import DataError
 from vaekit.registry import LIKELIHOODS
 
+BERNOULLI, GAUSSIAN = (LIKELIHOODS.get(n).build for n in ("bernoulli", "gaussian"))
+
 
 def one_line(err: pytest.ExceptionInfo) -> str:
     msg = str(err.value)
@@ -206,20 +208,20 @@ def test_non_finite_values_raise(tmp_path, bad):
 def test_bernoulli_needs_values_in_unit_interval(tmp_path):
     a = np.random.default_rng(4).random((40, 3)).astype(np.float32)
     np.save(tmp_path / "ok.npy", a)
-    ok = prepare_data(DataConfig(name=str(tmp_path / "ok.npy")), "bernoulli", seed=0)
+    ok = prepare_data(DataConfig(name=str(tmp_path / "ok.npy")), BERNOULLI, seed=0)
     assert ok.transform == "binarize" and set(ok.test.x.unique().tolist()) <= {0.0, 1.0}
     a[3, 0] = 1.5
     np.save(tmp_path / "bad.npy", a)
     cfg = DataConfig(name=str(tmp_path / "bad.npy"))
     with pytest.raises(DataError) as err:
-        prepare_data(cfg, "bernoulli", seed=0)
+        prepare_data(cfg, BERNOULLI, seed=0)
     assert "outside [0, 1]" in one_line(err)
-    assert prepare_data(cfg, "gaussian", seed=0).transform == "none"  # fine for a Gaussian
+    assert prepare_data(cfg, GAUSSIAN, seed=0).transform == "none"  # fine for a Gaussian
 
 
 def test_prepare_data_splits_and_limits():
     cfg = DataConfig(name="ring:n=200", val_fraction=0.25, limit=100)
-    p = prepare_data(cfg, "gaussian", seed=0)
+    p = prepare_data(cfg, GAUSSIAN, seed=0)
     assert (len(p.train_raw), len(p.val), len(p.test)) == (75, 25, 40)
     assert p.bpd_offset is None and p.dim == 2
     # train and val are disjoint rows of the first `limit` training examples
@@ -227,7 +229,7 @@ def test_prepare_data_splits_and_limits():
     rows = torch.cat([p.train_raw, p.val.x])
     assert torch.equal(rows[rows[:, 0].argsort()], full[full[:, 0].argsort()])
     # the same seed gives the same split
-    assert torch.equal(prepare_data(cfg, "gaussian", seed=0).val.x, p.val.x)
+    assert torch.equal(prepare_data(cfg, GAUSSIAN, seed=0).val.x, p.val.x)
 
 
 # ------------------------------------------------------------------- toy data
@@ -365,8 +367,8 @@ def test_grey_values_as_bernoulli_targets_are_refused(tmp_path):
     path = tmp_path / "grey.npy"
     np.save(path, np.full((20, 3), 0.5, dtype=np.float32))
     with pytest.raises(DataError, match="not a normalized likelihood"):
-        prepare_data(DataConfig(name=str(path), transform="none"), "bernoulli", 0)
-    data = prepare_data(DataConfig(name=str(path)), "bernoulli", 0)  # auto: binarize
+        prepare_data(DataConfig(name=str(path), transform="none"), BERNOULLI, 0)
+    data = prepare_data(DataConfig(name=str(path)), BERNOULLI, 0)  # auto: binarize
     assert data.transform == "binarize" and set(data.test.x.unique().tolist()) <= {0.0, 1.0}
 
 
@@ -396,7 +398,7 @@ def test_idx_labels_are_read_and_follow_every_split_and_shuffle(tmp_path):
     assert ds.train_y.dtype == torch.int64 and ds.train_y.tolist() == ytr.tolist()
     assert ds.num_classes == 1 + int(max(ytr.max(), yte.max()))
     p = prepare_data(DataConfig(name=str(d), transform="none", val_fraction=0.2, limit=40),
-                     "gaussian", seed=3)
+                     GAUSSIAN, seed=3)
     assert len(p.train_y) == len(p.train_raw) == 32 and len(p.val.y) == 8
     assert torch.equal(_label_of(p.train_raw), p.train_y)  # split and limit keep pairs
     assert torch.equal(_label_of(p.val.x), p.val.y) and torch.equal(_label_of(p.test.x), p.test.y)

@@ -73,8 +73,8 @@ def test_limit_scores_the_first_examples_into_a_file_of_its_own(ring_run, cli, t
 
     from vaekit.errors import ConfigError
     from vaekit.evaluation.estimators import estimate_log_px
-    from vaekit.evaluation.run import EvalOptions, run_evaluation
-    from vaekit.run import open_run
+    from vaekit.evaluation.suite import EvalOptions, evaluate_all
+    from vaekit.rundir import RunDir
 
     run = shutil.copytree(ring_run, tmp_path / "run")
     res = cli("evaluate", run, "--k", "5", "--loglik", "20", "--limit", "30")
@@ -84,7 +84,8 @@ def test_limit_scores_the_first_examples_into_a_file_of_its_own(ring_run, cli, t
     assert not (run / "eval-test.json").exists()  # the whole split's figures stay apart
     assert (run / "loglik-vs-K-test-first30.png").is_file()
     assert "test set, 30 examples (its first ones: --limit)" in res.out
-    model, _, data = open_run(run, "cpu")  # the same figure, by hand on those 30 examples
+    rd = RunDir.open(run, "cpu")
+    model, _, data = rd.model, rd.cfg, rd.data  # the same figure, by hand on those 30 examples
     est = estimate_log_px(model, data.test[:30], 20, seed=1)
     assert r["marginal"]["importance"]["log_px"] == pytest.approx(float(est.log_px.mean()),
                                                                   abs=1e-4)
@@ -95,7 +96,7 @@ def test_limit_scores_the_first_examples_into_a_file_of_its_own(ring_run, cli, t
     assert json.loads((run / "eval-test.json").read_text())["n_examples"] == len(data.test)
     cli("evaluate", run, "--limit", "-1").assert_user_error("--limit")
     with pytest.raises(ConfigError, match="limit"):  # the library: not a silent x[:-1]
-        run_evaluation(model, data, EvalOptions(limit=-1))
+        evaluate_all(model, data, EvalOptions(limit=-1))
 
 
 def test_outputs_never_replace_run_state_or_user_files(ring_run, cli, tmp_path, snapshot):

@@ -204,8 +204,8 @@ def test_bf16_hand_written_gradients_match_autocast(likelihood):
 
 
 def test_training_with_and_without_the_fused_path_agrees(tmp_path):
+    from vaekit.api import train
     from vaekit.config import DataConfig
-    from vaekit.train import train
 
     def run(fused: bool):
         cfg = RunConfig(data=DataConfig(name="digits", limit=300),

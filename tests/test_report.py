@@ -29,8 +29,8 @@ import torch
 from conftest import DIGITS_ARGS, RING_ARGS
 from PIL import Image
 
+from vaekit.demo import circle, ring_contrast
 from vaekit.report import FIGURES, applicable, load_context, panels
-from vaekit.report.demo import circle, ring_contrast
 
 SECTIONS = {"command", "configuration", "data", "metrics", "figures"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

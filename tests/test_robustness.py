@@ -23,9 +23,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from vaekit.api import train
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.errors import CheckpointError, VaekitError
-from vaekit.train import Callback, fit, setup_run, standard_callbacks, train
+from vaekit.train import Callback, fit, setup_run, standard_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 RING = ["--data", "ring:n=300", "--hidden", "16", "--latent-dim", "2", "--likelihood",
@@ -223,8 +224,9 @@ def test_finite_weights_whose_outputs_overflow_are_flagged(ring3, tmp_path, cli)
 
 
 def _vaekit(run: Path, *args: str, fault: str = "") -> subprocess.Popen:
-    env = {**os.environ, "VAEKIT_FAULT": fault, "OMP_NUM_THREADS": "1", "VAEKIT_NO_REPORT": "1"}
-    return subprocess.Popen([sys.executable, "-m", "vaekit", "train", *RING, "--epochs", "3",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VAEKIT_NO_REPORT": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "faults.py"), fault, "train",
+                             *RING, "--epochs", "3",
                              "--checkpoint-every", "2", "--out", str(run), *args],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -305,7 +307,7 @@ def test_without_per_step_checks_the_epoch_end_check_rolls_back(tmp_path):
 
 
 def test_a_non_finite_state_is_never_saved(tmp_path):
-    from vaekit.train.loop import DivergenceError
+    from vaekit.train import DivergenceError
 
     run = setup_run(ring_cfg(1), tmp_path / "A")
     with torch.no_grad():

@@ -10,8 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 import vaekit.train.callbacks as callbacks_mod
+from vaekit.api import load_model, train
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaekit.train import Callback, load_model, load_run_config, train
+from vaekit.train import Callback
+from vaekit.train.checkpoint import load_run_config
 
 RING = ["--data", "ring:n=300", "--hidden", "16", "--latent-dim", "2", "--batch-size", "32",
         "--likelihood", "gaussian-gamma", "--device", "cpu", "--no-progress"]

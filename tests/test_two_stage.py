@@ -8,15 +8,17 @@ import math
 import pytest
 import torch
 
+from vaekit.api import load_model
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data import Batch
 from vaekit.data.datasets import Dataset
-from vaekit.data.pipeline import PreparedData, fixed_transform, likelihood_class
+from vaekit.data.pipeline import PreparedData, fixed_transform
 from vaekit.data.transforms import protocol
 from vaekit.evaluation.diagnostics import latent_diagnostics
 from vaekit.models import build_model
 from vaekit.models.two_stage import CodeMixture, TwoStagePrior, TwoStageVAE
-from vaekit.train import fit, load_model, setup_run
+from vaekit.registry import LIKELIHOODS
+from vaekit.train import fit, setup_run
 
 
 @pytest.mark.parametrize("arch", ["conv", "resnet"])
@@ -88,7 +90,7 @@ def _energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def test_stage_two_samples_match_a_non_gaussian_aggregate_posterior():
     train, val, test = _cluster_codes(3000, 0), _cluster_codes(300, 1), _cluster_codes(2000, 2)
-    lik = likelihood_class("gaussian-gamma")
+    lik = LIKELIHOODS.get("gaussian-gamma").build
 
     def draw(codes: torch.Tensor, seed: int) -> Batch:
         return Batch(fixed_transform(codes, "posterior-sample", None, seed))

@@ -19,6 +19,7 @@ file (YAML or TOML) < explicit flags. ``RunConfig.to_dict()`` is what ``config.j
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -30,12 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from vaekit import __version__
-from vaekit.data.transforms import TRANSFORMS as _TRANSFORMS
-from vaekit.errors import ConfigError
+from vaekit.errors import CheckpointError, ConfigError
+from vaekit.io import atomic_write_text
 from vaekit.registry import LIKELIHOODS, MODELS, NETWORKS, OBJECTIVES, PRIORS, Options, component
 
-TRANSFORMS = ("auto", *_TRANSFORMS)  # auto: the likelihood's own default
+# the data layer's transforms (vaekit.data.transforms.transform_names(), with the two-stage
+# VAE's posterior-sample), named here so that parsing a config never needs torch;
+# auto: the likelihood's own default
+TRANSFORMS = ("auto", "none", "scale", "binarize", "dequantize", "posterior-sample")
 SEED_LIMIT = 2**63  # seeds (and seed + small offsets) must fit torch's 64-bit generators
+KEEP = 3  # checkpoints a run directory keeps: checkpoint/, checkpoint.1/, checkpoint.2/
 
 # Named settings that a run starts from (CLI: --preset NAME; Python:
 # RunConfig.from_dict(PRESETS[NAME])). "fast": time to quality, tuned on the classic
@@ -234,8 +239,6 @@ class RunConfig:
         return parse(cls, d, "config")
 
     def save(self, path: Path) -> None:
-        from vaekit.io import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
@@ -251,6 +254,90 @@ class RunConfig:
 # settings that may change when a run resumes (recorded in config.json); all others must match
 RESUMABLE = {"train.epochs", "train.compile", "train.fused", "stage2.train.epochs",
              "train.world_size", "stage2.train.world_size"}
+# filled from the data and the ranks when a run is set up: never a user's change
+DERIVED = ("model.data_shape", "model.data_levels", "model.num_classes", "version",
+           "train.world_size", "stage2.train.world_size")
+
+
+def dotted(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"likelihood": {"name": "x"}}} -> {"model.likelihood.name": "x"}."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            out.update(dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def nested(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"model.likelihood.name": "x"} -> {"model": {"likelihood": {"name": "x"}}}."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, key = path.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return out
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """The value at a dotted path of a config (None where it does not exist)."""
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def resume_config(saved: RunConfig, wanted: RunConfig | dict[str, Any] | None,
+                  world_size: int = 1, where: Path | str = "the run"
+                  ) -> tuple[RunConfig, list[str]]:
+    """The resume policy, in one place: the configuration a resumed run continues with.
+
+    ``saved`` is the run's ``config.json``; ``wanted`` what the caller asks for: a whole
+    RunConfig, or overrides nested like a config file (the CLI's flags), or None. Only the
+    ``RESUMABLE`` settings may change; any other setting must equal the saved one. On
+    another number of ranks the global batch (batch per rank x ranks) is kept, so the
+    steps, the schedule and the data order are those of the saved run: the saved per-rank
+    or global batch size both mean "as saved". Returns a new config (``saved`` and
+    ``wanted`` are not changed) and notes for the run log."""
+    cfg = copy.deepcopy(saved)
+    if isinstance(wanted, RunConfig):
+        changes = {k: new for k, (new, _) in wanted.differences(saved).items()}
+    else:
+        if "stage2" in (wanted or {}) and saved.stage2 is None:
+            raise CheckpointError(f"{where} is a one-stage run", f"fit a stage 2 to it with "
+                              f"`vaekit train --stage2 {where}`")
+        changes = {k: v for k, v in dotted(wanted or {}).items() if v != get_path(saved, k)}
+    glob = saved.train.batch_size * saved.train.world_size
+    asked = changes.pop("train.batch_size", saved.train.batch_size)
+    if asked not in (saved.train.batch_size, glob):
+        changes["train.batch_size"] = asked  # refused below
+    for path, value in changes.items():
+        if path in RESUMABLE:
+            *parents, key = path.split(".")
+            setattr(get_path(cfg, ".".join(parents)), key, value)
+        elif path not in DERIVED:
+            raise CheckpointError(f"{path} = {value} does not match the run saved in {where} "
+                              f"(saved: {get_path(saved, path)})",
+                              "drop the setting to resume, or start a new run with --out")
+    return cfg.validate(), _split_batch(cfg, glob, world_size, saved.train.world_size)
+
+
+def _split_batch(cfg: RunConfig, glob: int, world_size: int, saved_world: int) -> list[str]:
+    """Per-rank batch = the saved global batch / ranks (it must divide); notes if the ranks
+    differ from the saved run's."""
+    if glob % world_size:
+        raise ConfigError(f"the run's global batch of {glob} examples cannot be split evenly "
+                          f"across {world_size} ranks", "resume it on a number of ranks that "
+                          f"divides {glob}")
+    cfg.train.batch_size, cfg.train.world_size = glob // world_size, world_size
+    if world_size == saved_world:
+        return []
+    return [f"resumed on {world_size} rank(s), saved on {saved_world}: batch "
+            f"{cfg.train.batch_size} per rank keeps the global batch of {glob} (same steps and "
+            "data order; the reparameterization noise and the order of float sums differ, so "
+            "the weights are not bit-identical to an uninterrupted run)"]
 
 
 def _pairs(a: Any, b: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
@@ -480,3 +567,21 @@ def load_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping", "see README for an example")
     return data
+
+
+def configure(overrides: dict[str, Any] | None = None, preset: str | None = None,
+              config_file: Path | None = None) -> RunConfig:
+    """A validated config: defaults < ``preset`` < ``config_file`` < ``overrides``
+    (nested like a config file, e.g. ``{"train": {"lr": 1e-3}}``)."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}", f"use one of {', '.join(PRESETS)}")
+    base = PRESETS[preset] if preset else {}
+    file_cfg = load_config_file(config_file) if config_file else {}
+    return RunConfig.from_dict(merge(merge(base, file_cfg), overrides or {})).validate()
+
+
+def stage2_settings(cfg: RunConfig, overrides: dict[str, Any]) -> Stage2Config:
+    """The stage-2 settings of ``vaekit train --stage2 RUN_DIR``: the run's own ``stage2``
+    section (or the defaults) updated by the ``stage2`` section of ``overrides``."""
+    base = dataclasses.asdict(cfg.stage2 or Stage2Config())
+    return parse(Stage2Config, merge(base, overrides.get("stage2", {})), "stage2")

@@ -65,9 +65,19 @@ def world() -> World:
     return World()
 
 
+def launch_size() -> int:
+    """The number of processes the launcher (torchrun) started: ``WORLD_SIZE``, 1 without
+    one; known before the process group is joined."""
+    value = os.environ.get("WORLD_SIZE", "") or "1"
+    if not value.isdigit() or not 1 <= int(value) <= 1 << 20:
+        raise ConfigError(f"WORLD_SIZE={value!r} is not a number of processes",
+                          "unset it, or start distributed runs with torchrun --nproc-per-node N")
+    return int(value)
+
+
 def launched() -> bool:
     """Whether torchrun (or an equivalent launcher) started more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    return launch_size() > 1
 
 
 def timeout_seconds() -> float:

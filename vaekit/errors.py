@@ -28,3 +28,26 @@ class ConfigError(VaekitError):
 
 class CheckpointError(VaekitError):
     """A run directory or checkpoint is missing, corrupt, or does not match the request."""
+
+
+def error_line(err: BaseException, rank: int = 0, lost: bool = False) -> tuple[str, int]:
+    """(one line ``error: <problem>; <fix>``, exit code) for any exception: user errors exit
+    2, anything else is a bug in vaekit (exit 1); ``lost``: a collective of ranks failed."""
+    if isinstance(err, VaekitError):
+        return f"error: {err}", err.exit_code
+    if isinstance(err, BrokenPipeError):  # the reader of our output went away
+        return "", 1
+    if isinstance(err, OSError):
+        where = f" {err.filename}" if err.filename else ""
+        return (f"error: cannot access{where}: {err.strerror or err}; check the path, its "
+                "permissions and the free space", 2)
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if lost:
+        return (f"error: rank {rank} lost the other ranks of the job ({text[:160]}); another "
+                "rank stopped (its own output says why) or the network failed: fix that and "
+                "continue with `--resume RUN_DIR`", 1)
+    if isinstance(err, MemoryError) or "out of memory" in text or "can't allocate" in text:
+        return (f"error: out of memory ({text[:200]}); use smaller sizes (--batch-size, "
+                "--memory-mb, -n, --hidden)", 2)
+    return (f"error: internal error {type(err).__name__}: {text[:300]}; this is a bug in "
+            "vaekit: run again with `vaekit --debug ...` and report the traceback", 1)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from vaekit.config import DataConfig
 from vaekit.data.batch import Batch
 from vaekit.data.datasets import Dataset, load_dataset
 from vaekit.data.transforms import (
@@ -71,18 +71,19 @@ class PreparedData:
         return self
 
 
-def likelihood_class(likelihood: str | LikelihoodSpec) -> LikelihoodSpec:
-    """A likelihood class from its registered name (classes pass through)."""
-    if isinstance(likelihood, str):
-        from vaekit.registry import LIKELIHOODS
+class DataSettings(Protocol):
+    """What the data layer reads of a run's data settings (``vaekit.config.DataConfig``)."""
 
-        return LIKELIHOODS.get(likelihood).build
-    return likelihood
+    name: str  # dataset name, or a directory / file path
+    transform: str  # auto, or a transform name
+    val_fraction: float  # share of the training split held out for validation
+    eval_seed: int  # seed of the fixed transform of the validation set (+ 1: test set)
+    limit: int  # the first N training examples only (0 = all)
 
 
-def prepare_data(cfg: DataConfig, likelihood: str | LikelihoodSpec, seed: int) -> PreparedData:
-    """Load ``cfg.name``, split off validation data (seeded), apply the fixed eval transform."""
-    lik = likelihood_class(likelihood)
+def prepare_data(cfg: DataSettings, lik: LikelihoodSpec, seed: int) -> PreparedData:
+    """Load ``cfg.name``, split off validation data (seeded), apply the fixed eval transform
+    under which the likelihood class ``lik`` is a proper likelihood."""
     ds = load_dataset(cfg.name)
     transform = resolve_transform(cfg.transform, lik, ds.levels)
     for split, x in (("training split", ds.train), ("test split", ds.test)):

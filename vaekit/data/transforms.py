@@ -11,9 +11,9 @@ or continuous floats. Transforms (all return float32):
                   (dynamic binarization); evaluation uses one fixed draw with a seed.
 - ``dequantize``: x = (pixel + u) / levels, u ~ U[0, 1). A density p on [0,1]^D then gives a
                   discrete-data bound: log P(pixels) >= E_u[log p(x)] - D log(levels).
-- ``posterior-sample``: stored (N, 2, k) = the mean and std of a stage-1 posterior
-                  q(z|x); x = mu + sigma * eps, eps ~ N(0, I), redrawn at every visit (the
-                  stage-2 data of the two-stage VAE, Dai & Wipf 2019).
+
+A layer above may register a transform of its own (:func:`register_transform`): the
+two-stage VAE registers ``posterior-sample``, its stage-2 data (``vaekit.models.two_stage``).
 
 Which transform a likelihood needs, which values it accepts and what its numbers mean
 (bits/dim offset, protocol note) are the likelihood's own declarations
@@ -22,13 +22,42 @@ Which transform a likelihood needs, which values it accepts and what its numbers
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
 from vaekit.errors import DataError
 
-TRANSFORMS = ("none", "scale", "binarize", "dequantize", "posterior-sample")
+# f(x, levels, generator) -> model input: the transforms registered by the layers above
+Transform = Callable[[torch.Tensor, "int | None", "torch.Generator | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A transform registered from outside the data layer: the function, the shape check
+    of the stored values (raises DataError) and the protocol sentence."""
+
+    apply: Transform
+    check: Callable[[torch.Tensor, str], None]
+    describe: Callable[[int], str]
+
+
+_REGISTERED: dict[str, Registered] = {}
+BUILT_IN = ("none", "scale", "binarize", "dequantize")
+
+
+def register_transform(name: str, transform: Registered) -> None:
+    """Make ``name`` a transform of the data layer (idempotent for the same object)."""
+    if _REGISTERED.get(name, transform) is not transform or name in BUILT_IN:
+        raise ValueError(f"transform {name!r} is registered twice")
+    _REGISTERED[name] = transform
+
+
+def transform_names() -> tuple[str, ...]:
+    """Every transform the data layer knows now (built in, then registered)."""
+    return (*BUILT_IN, *_REGISTERED)
 
 
 class LikelihoodSpec(Protocol):
@@ -60,9 +89,8 @@ def apply_transform(name: str, x: torch.Tensor, levels: int | None,
                             "use --transform none for continuous data")
         u = torch.rand(x.shape, generator=generator, device=x.device)
         return (x.float() + u) / levels
-    if name == "posterior-sample":  # x (B, 2, k) = (mu, sigma) -> z = mu + sigma * eps, (B, k)
-        eps = torch.randn(x[:, 0].shape, generator=generator, device=x.device)
-        return x[:, 0] + x[:, 1] * eps
+    if name in _REGISTERED:
+        return _REGISTERED[name].apply(x, levels, generator)
     raise DataError(f"unknown transform {name!r}", "use none, scale, binarize or dequantize")
 
 
@@ -77,10 +105,8 @@ def check_range(x: torch.Tensor, transform: str, likelihood: LikelihoodSpec,
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise DataError(f"{what} contains NaN or Inf values",
                         "clean the data (drop or impute those entries) before training")
-    if transform == "posterior-sample" and (x.dim() != 3 or x.shape[1] != 2):
-        raise DataError(f"transform posterior-sample draws stage-1 codes from (N, 2, k) "
-                        f"means and stds, and {what} has shape {tuple(x.shape)}",
-                        "use it only for the codes of a two-stage VAE")
+    if transform in _REGISTERED:
+        _REGISTERED[transform].check(x, what)
     likelihood.check_data(x, transform, levels, what)
 
 
@@ -93,8 +119,8 @@ def describe(transform: str, eval_seed: int) -> str:
         return f"uniformly dequantized training data x=(pixel+u)/levels; {seeds}"
     if transform == "scale":
         return "values scaled to [0,1] as x = pixel/(levels-1), without noise"
-    if transform == "posterior-sample":
-        return (f"stage-1 codes z = mu + sigma * eps redrawn at every visit; {seeds}")
+    if transform in _REGISTERED:
+        return f"{_REGISTERED[transform].describe(eval_seed)}; {seeds}"
     return "data as stored"
 
 

@@ -16,8 +16,32 @@ from __future__ import annotations
 import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
+from vaekit.data.transforms import Registered, register_transform
 from vaekit.distributions.priors import Prior
+from vaekit.errors import DataError
 from vaekit.models.vae import VAE
+
+CODES = "posterior-sample"  # the transform of stage 2's data
+
+
+def _draw_codes(x: torch.Tensor, _levels: int | None,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Stored (B, 2, k) = (mu, sigma) of stage-1 posteriors -> z = mu + sigma * eps, (B, k),
+    eps ~ N(0, I) (redrawn at every visit in training)."""
+    eps = torch.randn(x[:, 0].shape, generator=generator, device=x.device)
+    return x[:, 0] + x[:, 1] * eps
+
+
+def _check_codes(x: torch.Tensor, what: str) -> None:
+    if x.dim() != 3 or x.shape[1] != 2:
+        raise DataError(f"transform {CODES} draws stage-1 codes from (N, 2, k) means and "
+                        f"stds, and {what} has shape {tuple(x.shape)}",
+                        "use it only for the codes of a two-stage VAE")
+
+
+register_transform(CODES, Registered(
+    _draw_codes, _check_codes, lambda _seed: "stage-1 codes z = mu + sigma * eps redrawn at "
+    "every visit"))
 
 
 @torch.no_grad()

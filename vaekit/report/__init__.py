@@ -3,10 +3,12 @@
 - ``FIGURES``: the registry, one function per figure ``draw(ctx) -> matplotlib Figure``, each
   saying where it applies (``vaekit.report.figures``);
 - ``render_figures(ctx, out_dir)``: every figure that applies, as PNG and SVG files;
-- ``write_report(run_dir)``: ``RUN_DIR/report.html``, one self-contained file, and
-  ``RUN_DIR/figures/``;
-- ``vaekit.report.plots``: image grids, scatter plots and estimator curves (formerly
-  ``vaekit.viz``).
+- ``write_report(run)``: ``RUN_DIR/report.html``, one self-contained file, and
+  ``RUN_DIR/figures/``, of a run directory (a path, or an opened
+  :class:`~vaekit.rundir.RunDir`);
+- ``vaekit.report.plots``: image grids, scatter plots, estimator and gradient-variance
+  curves, written atomically;
+- ``vaekit.report.text``: the same figures as text lines for the console.
 """
 
 from __future__ import annotations
@@ -21,23 +23,23 @@ import torch
 from tqdm.auto import tqdm
 
 from vaekit.io import atomic_write_bytes, atomic_write_text
-from vaekit.report.context import ReportContext, ReportOptions, load_context
+from vaekit.report.context import ReportContext, ReportOptions, context_of, load_context
 from vaekit.report.figures import FIGURES, FigureSpec, applicable, panels
 from vaekit.report.html import Rendered, build_html
 from vaekit.report.plots import (
     figure_bytes,
     image_grid,
     loglik_figure,
-    save_figure_for,
-    save_image_grid,
+    save_figure,
     save_loglik_curve,
-    save_scatter,
+    save_picture,
 )
+from vaekit.rundir import RunDir
 
 __all__ = ["FIGURES", "FigureSpec", "ReportContext", "ReportOptions", "ReportResult",
-           "applicable", "figure_bytes", "image_grid", "load_context", "loglik_figure",
-           "panels", "render_figures", "save_figure_for", "save_image_grid",
-           "save_loglik_curve", "save_scatter", "write_report"]
+           "applicable", "context_of", "figure_bytes", "image_grid", "load_context",
+           "loglik_figure", "panels", "render_figures", "save_figure", "save_loglik_curve",
+           "save_picture", "write_report"]
 
 REPORT_FILE = "report.html"
 FIGURE_DIR = "figures"
@@ -89,16 +91,18 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, progress: bool = False,
+def write_report(run: str | Path | RunDir, out: str | Path | None = None, progress: bool = False,
                  options: ReportOptions | None = None) -> ReportResult:
-    """Write the report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``) and its
-    figures to ``RUN_DIR/figures/`` (PNG and SVG)."""
+    """Write the report of a run directory (a path, or one already opened) to ``out``
+    (default ``RUN_DIR/report.html``) and its figures to ``RUN_DIR/figures/`` (PNG and
+    SVG). An opened :class:`RunDir` on another device is opened again on the CPU."""
     t0 = time.perf_counter()
-    run_dir = Path(run_dir)
     with one_thread():
-        ctx = load_context(run_dir, options)
-        rendered, skipped = render_figures(ctx, run_dir / FIGURE_DIR, progress)
-    path = Path(out) if out is not None else run_dir / REPORT_FILE
+        if not isinstance(run, RunDir) or run.device.type != "cpu":
+            run = RunDir.open(run if not isinstance(run, RunDir) else run.path, "cpu")
+        ctx = context_of(run, options)
+        rendered, skipped = render_figures(ctx, run.path / FIGURE_DIR, progress)
+    path = Path(out) if out is not None else run.path / REPORT_FILE
     text = build_html(ctx, rendered, skipped, time.perf_counter() - t0)
     atomic_write_text(path, text)
     return ReportResult(path, len(text.encode()), time.perf_counter() - t0,

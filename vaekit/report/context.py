@@ -1,15 +1,15 @@
-"""What the figures and the report read from a run directory, loaded once.
+"""What the figures and the report read of a run, loaded once.
 
-``load_context(run_dir)`` opens the trained model (the composite two-stage VAE where there
-is one), its data (same split, same fixed evaluation transforms), the per-epoch history
-(``metrics.jsonl``, and ``stage2/metrics.jsonl``), every ``eval-SPLIT.json`` and the
-recorded command; quantities several figures need (posterior means of test examples, KL
-per latent dimension) are computed once and cached.
+``context_of(rd)`` takes an opened run directory (:class:`vaekit.rundir.RunDir`: the
+trained model, the composite two-stage VAE where there is one, and its data, same split,
+same fixed evaluation transforms) and reads the per-epoch history (``metrics.jsonl``, and
+``stage2/metrics.jsonl``), every ``eval-SPLIT.json`` and the recorded command;
+``load_context(run_dir)`` opens the directory first. Quantities several figures need
+(posterior means of test examples, KL per latent dimension) are computed once and cached.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,12 @@ import torch
 from vaekit.config import RunConfig
 from vaekit.data.batch import Batch
 from vaekit.data.pipeline import PreparedData
+from vaekit.evaluation.diagnostics import kl_per_dimension
 from vaekit.evaluation.metrics import ACTIVE_THRESHOLD
 from vaekit.models.two_stage import TwoStageVAE
 from vaekit.models.vae import VAE
+from vaekit.rundir import RunDir
 
-COMMAND_FILE = "command.txt"  # written by `vaekit train`: when, where, and the exact command
 MAX_CODES = 2000  # test examples whose codes the latent figures use
 
 
@@ -108,8 +109,6 @@ class ReportContext:
         examples, nats, from the model as it is now (an evaluation's diagnostics may be of
         an earlier checkpoint); None for a prior that does not factorize over dimensions."""
         if "kl" not in self.cache:
-            from vaekit.evaluation.diagnostics import kl_per_dimension
-
             kl, _ = kl_per_dimension(self.stage1, self.test_batch())
             self.cache["kl"] = None if kl is None else [float(v) for v in kl]
         return self.cache["kl"]
@@ -142,33 +141,13 @@ class ReportContext:
         return sorted(active, key=key)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def read_evaluations(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """split -> the contents of RUN_DIR/eval-SPLIT.json (unreadable files are skipped)."""
-    out = {}
-    for split in ("test", "val"):
-        path = run_dir / f"eval-{split}.json"
-        try:
-            out[split] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-    return out
+def context_of(rd: RunDir, options: ReportOptions | None = None) -> ReportContext:
+    """Everything the report of the opened run ``rd`` needs (its model and data as opened)."""
+    second = rd.stage2.history() if rd.stage2 is not None else []
+    return ReportContext(rd.path, rd.cfg, rd.model, rd.data, rd.history(), second,
+                         rd.evaluations(), rd.command(), options or ReportOptions())
 
 
 def load_context(run_dir: str | Path, options: ReportOptions | None = None) -> ReportContext:
     """Everything the report of ``run_dir`` needs, on the CPU."""
-    from vaekit.run import open_run
-
-    run_dir = Path(run_dir)
-    model, cfg, data = open_run(run_dir, "cpu")
-    command = run_dir / COMMAND_FILE
-    return ReportContext(run_dir, cfg, model, data, read_jsonl(run_dir / "metrics.jsonl"),
-                         read_jsonl(run_dir / "stage2" / "metrics.jsonl"),
-                         read_evaluations(run_dir),
-                         command.read_text() if command.is_file() else None,
-                         options or ReportOptions())
+    return context_of(RunDir.open(run_dir, "cpu"), options)

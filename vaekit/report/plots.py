@@ -9,11 +9,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import matplotlib.image
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from vaekit.io import atomic_write_bytes
 
 ESTIMATOR_LABELS = {"importance": "importance sampling, z ~ q(z|x)", "naive": "naive, z ~ p(z)"}
 
@@ -48,13 +51,13 @@ def show_images(ax: Axes, images: torch.Tensor, nrow: int | None = None, title: 
     return grid
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None,
-                    scale: int = 3) -> Path:
-    """Write a grid of images (values in [0,1]) as a PNG, enlarged ``scale`` times."""
+def grid_png(images: torch.Tensor, nrow: int | None = None, scale: int = 3) -> bytes:
+    """A grid of images (values in [0,1]) as PNG bytes, enlarged ``scale`` times."""
     grid = image_grid(images, nrow)
     grid = np.kron(grid, np.ones((scale, scale) + (1,) * (grid.ndim - 2), np.float32))
-    matplotlib.image.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
-    return Path(path)
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+    return buf.getvalue()
 
 
 def scatter_panel(ax: Axes, points: torch.Tensor, reference: torch.Tensor | None = None,
@@ -72,22 +75,47 @@ def scatter_panel(ax: Axes, points: torch.Tensor, reference: torch.Tensor | None
     ax.set_title(title or "first two coordinates", fontsize=9)
 
 
-def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
-                 title: str = "") -> Path:
-    """Scatter the first two coordinates of ``points`` (N, d), over ``reference`` data if given."""
+def scatter_figure(points: torch.Tensor, reference: torch.Tensor | None = None,
+                   title: str = "") -> Figure:
+    """The first two coordinates of ``points`` (N, d), over ``reference`` data if given."""
     fig = Figure(figsize=(5, 5))
     scatter_panel(fig.subplots(), points, reference, title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return fig
+
+
+def grid_figure(images: torch.Tensor, nrow: int | None = None) -> Figure:
+    """A grid of images on a figure (for formats other than PNG: PDF, SVG, JPEG)."""
+    fig = Figure(figsize=(6, 6))
+    show_images(fig.subplots(), images, nrow)
+    fig.tight_layout()
+    return fig
+
+
+def picture_bytes(x: torch.Tensor, suffix: str, reference: torch.Tensor | None = None,
+                  nrow: int | None = None, title: str = "") -> bytes:
+    """Images (2-D or 3-D events) as a grid, anything else as a scatter of two coordinates,
+    encoded for a file named ``*suffix`` (.png, .jpg, .pdf, .svg)."""
+    fmt = suffix.lstrip(".").lower().replace("jpg", "jpeg")
+    if x.dim() >= 3 and fmt == "png":
+        return grid_png(x, nrow)
+    fig = grid_figure(x, nrow) if x.dim() >= 3 else scatter_figure(x, reference, title)
+    return figure_bytes(fig, fmt, 120)
+
+
+def save_picture(x: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
+                 nrow: int | None = None, title: str = "") -> Path:
+    """:func:`picture_bytes` written atomically to ``path`` (a symbolic link there is
+    replaced, never followed)."""
+    atomic_write_bytes(path, picture_bytes(x, Path(path).suffix, reference, nrow, title))
     return Path(path)
 
 
-def save_figure_for(x: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
-                    nrow: int | None = None, title: str = "") -> Path:
-    """Images (2-D or 3-D events) as a grid, anything else as a scatter of two coordinates."""
-    if x.dim() >= 3:
-        return save_image_grid(x, path, nrow)
-    return save_scatter(x, path, reference, title)
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """A figure written atomically to ``path``, in the format its suffix names."""
+    fmt = Path(path).suffix.lstrip(".").lower().replace("jpg", "jpeg") or "png"
+    atomic_write_bytes(path, figure_bytes(fig, fmt, dpi))
+    return Path(path)
 
 
 def loglik_panel(ax: Axes, report: dict[str, Any], keys: tuple[str, ...], title: str) -> None:
@@ -128,8 +156,7 @@ def loglik_figure(report: dict[str, Any], title: str = "") -> Figure:
 
 def save_loglik_curve(report: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """:func:`loglik_figure` written to ``path``."""
-    loglik_figure(report, title).savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(loglik_figure(report, title), path)
 
 
 def figure_bytes(fig: Figure, fmt: str, dpi: int = 100) -> bytes:
@@ -141,3 +168,27 @@ def figure_bytes(fig: Figure, fmt: str, dpi: int = 100) -> bytes:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "vaekit"}):
         fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)
     return buf.getvalue()
+
+
+def variance_figure(study: dict[str, Any]) -> Figure:
+    """tr Cov of each gradient estimator vs S (log-log), one panel per parameter group, from
+    a ``vaekit.evaluation.gradients.gradient_study``; IWAE-S estimators (whose target
+    changes with S) dashed."""
+    groups = list(dict.fromkeys(r["group"] for r in study["rows"]))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, group in zip(axes, groups, strict=True):
+        for name in study["estimators"]:
+            rows = [r for r in study["rows"] if r["estimator"] == name and r["group"] == group]
+            if rows:
+                style = "--" if rows[0]["objective"].startswith("IWAE") else "-"
+                ax.plot([r["samples"] for r in rows], [r["variance"] for r in rows], style,
+                        marker="o", ms=3, label=name)
+        ax.set(xscale="log", yscale="log", xlabel="samples S per example",
+               ylabel="tr Cov of the gradient estimate", title=f"{group} parameters")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"gradient variance over {study['repeats']} estimates, batch of "
+                 f"{study['batch_size']}")
+    fig.tight_layout()
+    return fig

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from vaekit import distributed
 from vaekit.evaluation.metrics import elbo_terms, to_bits_per_dim
 from vaekit.io import atomic_write_text
-from vaekit.train.loop import Callback, DivergenceError, Run
+from vaekit.train.base import Callback, DivergenceError, Run
 
 
 def validate(run: Run) -> dict[str, float]:
@@ -226,8 +226,8 @@ class TensorBoard(Callback):
 
     @torch.no_grad()
     def _images(self, run: Run, epoch: int) -> None:
-        from vaekit.report.plots import image_grid
-
+        """64 prior samples, and 32 validation images each beside its reconstruction, as
+        image grids (TensorBoard tiles a batch of images, 8 per row)."""
         model, n = run.model, 64
         y = torch.arange(n, device=run.device) % run.cfg.model.num_classes \
             if model.conditional else None
@@ -236,9 +236,10 @@ class TensorBoard(Callback):
         val = run.data.val[:32] if len(run.data.val) else run.data.test[:32]
         rec = model.reconstruct(val)
         pairs = torch.stack([val.x, rec], 1).reshape(-1, *val.x.shape[1:])  # input, rec, ...
-        for tag, images, cols in (("samples", x, 8), ("reconstructions", pairs, 8)):
-            grid = image_grid(images, cols)
-            self.writer.add_image(tag, grid, epoch, dataformats="HWC" if grid.ndim == 3 else "HW")
+        for tag, images in (("samples", x), ("reconstructions", pairs)):
+            batch = images.float().clamp(0, 1).cpu()
+            batch = batch.unsqueeze(1) if batch.dim() == 3 else batch  # (N, C, H, W)
+            self.writer.add_images(tag, batch, epoch, dataformats="NCHW")
 
     def on_fit_end(self, run: Run) -> None:
         if self.writer is not None:

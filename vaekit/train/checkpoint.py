@@ -31,10 +31,8 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import shutil
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,12 +43,11 @@ from safetensors.torch import load, load_file, save
 from torch import nn
 
 from vaekit import __version__
-from vaekit.config import ModelConfig, RunConfig, _pairs
+from vaekit.config import KEEP, ModelConfig, RunConfig, _pairs
 from vaekit.errors import CheckpointError, ConfigError
 from vaekit.io import fsync_dir, sha256_file, write_error, write_synced
 
 CKPT = "checkpoint"
-KEEP = 3  # checkpoints kept: checkpoint/, checkpoint.1/, checkpoint.2/
 MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "trainer.safetensors", "trainer.json")
 FORMAT = 1  # manifest format
@@ -115,25 +112,11 @@ def _config_sha256(d: dict[str, Any]) -> str:
 # ------------------------------------------------------------------ saving
 
 
-_saves = 0  # saves in this process, for the fault-injection hook below
-
-
-def _fault(stage: str) -> None:
-    """Test hook: ``VAEKIT_FAULT=STAGE:N`` kills this process (SIGKILL, as a power cut or
-    ``kill -9`` would) at STAGE of its N-th checkpoint save. STAGE: model (weights written),
-    trainer (all files written), manifest (manifest written, nothing renamed yet), rotate
-    (the previous checkpoint moved to checkpoint.1, the new one not yet in place)."""
-    spec = os.environ.get("VAEKIT_FAULT")
-    if spec and spec == f"{stage}:{_saves}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def save_checkpoint(run_dir: Path, snap: Snapshot, model_cfg: ModelConfig | None = None,
-                    keep: int = KEEP) -> Path:
+                    keep: int = KEEP) -> Choice:
     """Write ``snap`` as the newest checkpoint of ``run_dir`` (files, then the manifest, then
-    the rotation) and keep the last ``keep`` checkpoints; returns its folder."""
-    global _saves
-    _saves += 1
+    the rotation) and keep the last ``keep`` checkpoints; returns it as the checkpoint that
+    loading the run directory now chooses (its files written and checksummed here)."""
     run_dir = Path(run_dir)
     settle(run_dir, keep)
     new = run_dir / (CKPT + ".new")
@@ -150,7 +133,6 @@ def save_checkpoint(run_dir: Path, snap: Snapshot, model_cfg: ModelConfig | None
     for name, data in blobs.items():  # each fsynced (in place: the folder is not valid yet)
         write_synced(new / name, data)
         files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        _fault("model" if name == "model.safetensors" else "trainer")
     manifest: dict[str, Any] = {"format": FORMAT, "vaekit": __version__, "epoch": snap.epoch,
                                 "step": snap.step, "files": files}
     if model_cfg is not None:
@@ -159,8 +141,7 @@ def save_checkpoint(run_dir: Path, snap: Snapshot, model_cfg: ModelConfig | None
     fsync_dir(new)  # the files' entries are on disk before the manifest can be
     write_synced(new / MANIFEST, json.dumps(manifest, indent=1).encode())  # last: completes it
     fsync_dir(new)
-    _fault("manifest")
-    return _rotate_in(run_dir, new, keep)
+    return Choice(_rotate_in(run_dir, new, keep), snap.epoch, snap.step, True, manifest)
 
 
 def _discard(path: Path) -> None:
@@ -220,7 +201,6 @@ def _rotate_in(run_dir: Path, new: Path, keep: int) -> Path:
                 live.rename(run_dir / f"{CKPT}.1")
             else:
                 _discard(live)
-        _fault("rotate")
         new.rename(live)
     except OSError as err:
         raise write_error(live, err, "rotate the checkpoint into") from err
@@ -607,51 +587,3 @@ def load_run_config(run_dir: Path) -> RunConfig:
         raise CheckpointError(f"{path}: {err.problem}", "restore the run's config.json as "
                               "vaekit wrote it (or start a new run)") from None
     return cfg
-
-
-def checkpoint_record(run_dir: Path) -> dict[str, Any]:
-    """Which checkpoint a figure comes from: folder, epoch, step and a weights hash (and the
-    same for stage 2 of a two-stage run)."""
-    run_dir = Path(run_dir)
-    choice = find_checkpoint(run_dir)
-    sha = (choice.manifest["files"]["model.safetensors"]["sha256"] if choice.manifest
-           else sha256_file(choice.path / "model.safetensors"))
-    rec: dict[str, Any] = {"dir": str(choice.path), "epoch": choice.epoch, "step": choice.step,
-                           "weights_sha256": sha[:16], "verified": choice.verified}
-    if has_checkpoint(run_dir / "stage2"):
-        rec["stage2"] = checkpoint_record(run_dir / "stage2")
-    return rec
-
-
-def _build_checked(cfg: RunConfig, run_dir: Path) -> nn.Module:
-    from vaekit.limits import check_model_size
-    from vaekit.models import build_model
-
-    choice = find_checkpoint(run_dir)
-    for note in choice.notes:
-        log.warning("%s: %s", run_dir, note)
-    check_model_config(choice, cfg.model, run_dir / "config.json")
-    check_model_size(cfg.model, None, torch.device("cpu"))
-    model = build_model(cfg.model)
-    load_weights(model, choice.path)
-    return model
-
-
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu",
-               stage1: bool = False) -> tuple[nn.Module, RunConfig]:
-    """Rebuild the model of a run from its config.json and newest valid checkpoint, in eval
-    mode; skipped checkpoints are reported on the ``vaekit`` logger.
-
-    A two-stage run (a fitted ``RUN_DIR/stage2``) gives the composite
-    :class:`~vaekit.models.two_stage.TwoStageVAE` whose prior is stage 2, unless ``stage1``.
-    """
-    from vaekit.models.two_stage import TwoStageVAE
-
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    model = _build_checked(cfg, run_dir)
-    second = run_dir / "stage2"
-    if not stage1 and has_checkpoint(second):
-        stage2 = _build_checked(load_run_config(second), second)
-        model = TwoStageVAE(model, stage2, noise=bool(cfg.stage2 and cfg.stage2.noise))
-    return model.to(device).eval(), cfg

@@ -1,18 +1,21 @@
 """One evaluation of a trained model on a data split: every figure in one JSON-able dict.
 
-This is what ``vaekit evaluate`` calls; the CLI only parses flags into :class:`EvalOptions`.
+This is what ``vaekit.api.evaluate`` calls with the model and data of a run directory; the
+CLI only parses flags into :class:`EvalOptions`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from vaekit import distributed
+from vaekit.config import SEED_LIMIT
 from vaekit.data.batch import Batch
 from vaekit.data.pipeline import PreparedData, fixed_transform
 from vaekit.errors import ConfigError, DataError
@@ -55,6 +58,28 @@ class EvalOptions:
     seed: int = 0
     batch_size: int = 1000
 
+    def validate(self) -> None:
+        """One-line errors for values no evaluation can use."""
+        for name in ("k", "loglik", "naive", "kde_max_train", "generation", "limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0",
+                                  "pass 0 to turn it off")
+        if not 0 < self.memory_mb < float("inf"):
+            raise ConfigError("--memory-mb must be a positive number", "pass e.g. --memory-mb 1024")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError(f"--seed {self.seed} is outside 0 .. 2**63 - 1",
+                              "pass a smaller non-negative seed")
+        if self.limit and (self.kde or self.baselines):
+            raise ConfigError("--limit scores the first examples of the split; the KDE and the "
+                              "baselines score all of it", "drop --limit, or --kde/--baselines")
+        if self.inception_weights and not Path(self.inception_weights).is_file():
+            raise ConfigError(f"Inception weights {self.inception_weights} do not exist",
+                              "point --inception-weights at a local weights file")
+
+
+# what `vaekit evaluate` adds besides the standard figures; merged into the same file
+SECTIONS = ("marginal", "diagnostics", "kde", "baselines", "two_stage", "generation")
+
 
 class _Sections:
     """A progress bar over an evaluation's sections (on a terminal only): the section that
@@ -77,7 +102,7 @@ class _Sections:
         self.running = False
 
 
-def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions,
+def evaluate_all(model: VAE, data: PreparedData, opts: EvalOptions,
                    progress: bool = False) -> dict[str, Any]:
     """Standard figures plus the optional marginal-likelihood, KDE, diagnostic and
     generation sections. A two-stage model is scored as its stage 1 (the same networks with
@@ -87,11 +112,7 @@ def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions,
     if composite is not None:
         model = composite.stage1
     x = data.test if opts.split == "test" else data.val
-    if opts.limit < 0:
-        raise ConfigError(f"limit must be >= 0, got {opts.limit}", "pass 0 to score them all")
-    if opts.limit and (opts.kde or opts.baselines):
-        raise ConfigError("--limit scores the first examples of the split; the KDE and the "
-                          "baselines score all of it", "drop --limit, or --kde/--baselines")
+    opts.validate()
     x = x[: opts.limit] if opts.limit else x
     if opts.naive and model.conditional:
         raise DataError("the naive estimator shares its prior samples across examples, which "
@@ -110,7 +131,7 @@ def run_evaluation(model: VAE, data: PreparedData, opts: EvalOptions,
 
 def _sections(model: VAE, composite: TwoStageVAE | None, data: PreparedData, x: Batch,
               opts: EvalOptions, bar: _Sections, t0: float) -> dict[str, Any]:
-    """The sections of :func:`run_evaluation`, in order, each announced on ``bar``."""
+    """The sections of :func:`evaluate_all`, in order, each announced on ``bar``."""
     if opts.loglik or opts.naive:
         bar.start("log p(x) estimators")
     marginal = marginal_section(model, data, x, opts) if opts.loglik or opts.naive else None

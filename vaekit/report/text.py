@@ -2,65 +2,43 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from vaekit.report.rows import Row, evaluation_notes, evaluation_rows
 
 GROUP_ORDER = ("encoder", "decoder")  # parameter groups of the gradient table
 
 
-def _line(label: str, value: float, se: float | None, bpd: float | None) -> str:
-    s = f"  {label:<34s} {value:10.3f} nats/example"
-    if se is not None:
-        s += f" (± {se:.3f} s.e.)" if math.isfinite(se) else " (s.e. n/a: one example)"
-    if bpd is not None:
-        s += f"   {bpd:.4f} bits/dim"
-    return s
+def _row(r: Row) -> str:
+    """One row on the console: quantity, value ± s.e. with its unit, bits/dim, estimator."""
+    bits = f", {r.bpd:.4f} bits/dim" if r.bpd is not None else ""
+    return f"  {r.quantity:<34s} {r.shown():>20s} {r.unit}{bits}  [{r.estimator}]"
 
 
 def format_report(r: dict[str, Any]) -> str:
-    """Multi-line summary of :func:`vaekit.evaluation.evaluate` output."""
+    """The figures of one evaluation (``vaekit.evaluation.suite.evaluate_all``), one row
+    each (the rows of the HTML report), then the facts beside them."""
     first = " (its first ones: --limit)" if r.get("options", {}).get("limit") else ""
     lines = [f"{r.get('dataset', '?')} {r.get('split', '')} set, {r['n_examples']} examples"
              f"{first}, {r.get('likelihood', '?')} likelihood",
-             f"  protocol: {r.get('protocol', 'n/a')}",
-             _line(f"ELBO (1-sample, {r.get('kl_estimator', 'analytic')} KL)", r["elbo"],
-                   r["elbo_se"], r.get("elbo_bpd")),
-             _line("E_q[log p(x|z)] (1 sample)", r["log_px_z"], r["log_px_z_se"], None),
-             _line(f"KL(q(z|x) || p(z)) ({r.get('kl_estimator', 'analytic')})", r["kl"],
-                   r["kl_se"], None)]
-    if "iwae" in r:
-        lines.append(_line(f"IWAE-{r['iwae_k']} bound on log p(x)", r["iwae"], r["iwae_se"],
-                           r.get("iwae_bpd")))
-    lines.append(f"  active latent units (Cov_x E_q[z_u] > 0.01): "
-                 f"{r['active_units']} of {r['latent_dim']}")
-    for key, val in r.items():
-        if key.startswith("likelihood_"):
-            lines.append(f"  learned {key[len('likelihood_'):]}: {val:.6g}")
+             f"  protocol: {r.get('protocol', 'n/a')}"]
+    lines += [_row(row) for row in evaluation_rows(r)]
+    lines += [f"  {note}" for note in evaluation_notes(r)]
     return "\n".join(lines)
 
 
-def _estimator_lines(name: str, e: dict[str, Any]) -> list[str]:
-    se = e.get("log_px_se_total", e["log_px_se"])
-    lines = [_line(f"{name}, K={e['k']}", e["log_px"], se, e.get("bpd")),
-             f"  {'':34s} ESS of the K weights: median {e['ess_median']:.1f}, "
-             f"5th percentile {e['ess_p5']:.1f} (of K={e['k']})"]
-    if "log_px_se_mc" in e:
-        lines.append(f"  {'':34s} s.e. = examples {e['log_px_se']:.3f} (+) shared-sample "
-                     f"Monte Carlo {e['log_px_se_mc']:.3f} (jackknife over sample groups)")
-    if e.get("warning"):
-        lines.append(f"  WARNING ({name}): {e['warning']}")
-    return lines
-
-
 def format_marginal(m: dict[str, Any]) -> str:
-    """The marginal-likelihood section: both estimators, the ELBO gap and the IWAE curve."""
-    lines = ["marginal likelihood log p(x):"]
-    lines += _estimator_lines("importance sampling z~q(z|x)", m["importance"])
-    if "naive" in m:
-        lines += _estimator_lines("naive estimator z~p(z)", m["naive"])
-    gap = m["elbo_gap"]
-    lines.append(f"  gap log p_hat(x) - ELBO (~ KL(q(z|x)||p(z|x))): {gap['mean']:.3f} "
-                 f"nats/example (± {gap['se']:.3f} s.e.)")
+    """What the rows of the marginal-likelihood section do not show: the Monte-Carlo part
+    of each estimator's s.e., convergence warnings, the IWAE-k curve."""
+    lines = ["marginal likelihood log p(x) (rows above: importance sampling z ~ q(z|x)"
+             + (", naive estimator z ~ p(z)" if "naive" in m else "") + "):"]
+    for key in ("importance", "naive"):
+        e = m.get(key)
+        if e and "log_px_se_mc" in e:
+            lines.append(f"  {key}: s.e. = examples {e['log_px_se']:.3f} (+) shared-sample "
+                         f"Monte Carlo {e['log_px_se_mc']:.3f} (jackknife over sample groups)")
+        if e and e.get("warning"):
+            lines.append(f"  WARNING ({key} estimator): {e['warning']}")
     curve = ", ".join(f"k={k}: {v:.3f}" for k, v in m["iwae_curve"].items())
     lines.append(f"  IWAE-k bound (nats/example): {curve}")
     return "\n".join(lines)
