@@ -147,7 +147,7 @@ def test_reparameterize_is_mu_plus_sigma_eps():
 
 # the seed offsets in use before the table existed (vaekit 6063064): they must not move
 LEGACY_OFFSETS = {
-    "val": 0, "test": 1, "codes-train": 2, "codes-val": 3, "codes-test": 4,
+    "val": 0, "test": 1, "val-elbo": 0, "codes-train": 2, "codes-val": 3, "codes-test": 4,
     "init": 0, "val-split": 0, "data-order": 1, "sample-grid": 0,
     "elbo": 0, "importance": 1, "naive": 1, "stage2-codes": 5, "stage2-elbo": 6,
     "generation-labels": 7, "generation": 0, "kde-subset": 0, "parzen-draws": 0,

@@ -205,6 +205,7 @@ _REPORT, _FIXED = "report seed", "fixed (0)"
 SEED_PURPOSES: dict[str, SeedPurpose] = {
     "val": SeedPurpose(0, _DATA, "the fixed transformed draw of the validation split"),
     "test": SeedPurpose(1, _DATA, "the fixed transformed draw of the test split"),
+    "val-elbo": SeedPurpose(0, _DATA, "the noise of the validation ELBO during training"),
     "codes-train": SeedPurpose(2, _DATA, "two-stage: the fixed draw of the training images "
                                "encoded into stage-2 data"),
     "codes-val": SeedPurpose(3, _DATA, "two-stage: the fixed draw z ~ q1(z|x) of the "

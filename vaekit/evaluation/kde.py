@@ -36,6 +36,7 @@ from vaekit.numerics import (
     RunningLogSumExp,
     chunks,
     cut_ranges,
+    derive_seed,
     scaled_logsumexp,
     seeded_subset,
 )
@@ -224,7 +225,8 @@ def kde_baseline(train: torch.Tensor, val: torch.Tensor, test: torch.Tensor,
     """
     t0 = time.perf_counter()
     if max_train is not None and max_train < len(train):
-        train = train[seeded_subset(len(train), max_train, seed).to(train.device)]
+        rows = seeded_subset(len(train), max_train, derive_seed(seed, "kde-subset"))
+        train = train[rows.to(train.device)]
     h, table = select_bandwidth(train, val, candidates, refine, batch_size=batch_size,
                                 chunk=chunk, kernel=kernel)
     ll = log_density_grid(test, train, [h], None, batch_size, chunk, kernel)[len(train)][0]
