@@ -2,10 +2,11 @@
 chunked iteration under one memory model, the diagonal-Gaussian log-density and draw,
 seeded subsets and splits, and every seed a component derives from a user's seed.
 
-This module sits at the bottom of the import graph (torch and ``vaekit.errors`` only): the
-estimators, KDE, metrics, generation, baselines, gradients, objectives and distributions
-call it. Several functions are bound to the exact float operation order of the code they
-replaced (noted where so): seeded figures stay bit-identical.
+This module sits at the bottom of the import graph (it imports torch, and from vaekit at
+most ``vaekit.errors``): the estimators, KDE, metrics, generation, baselines, gradients,
+objectives, distributions and models call it. Chunk borders, chunk sizes and the order of
+the float operations below are those of the code they replaced (seeded figures stay
+bit-identical): change one and figures move in their last digits.
 
 Log-mean-exp over K values a_k (a row of log-weights, log-kernels, ...):
 
