@@ -612,6 +612,7 @@ def test_noise_rows_do_not_depend_on_chunks_and_keep_the_first_block():
 
 
 def test_the_estimator_draws_noise_per_chunk_for_any_k(tiny_model, monkeypatch):
+    from vaekit import numerics
     from vaekit.evaluation import estimators
     from vaekit.evaluation.noise import IndexedNoise
 
@@ -631,7 +632,7 @@ def test_the_estimator_draws_noise_per_chunk_for_any_k(tiny_model, monkeypatch):
     ref = estimators.estimate_log_px(model, x, 20000, chunk_size=5000, prefix_ks=[10, 1000])
     torch.testing.assert_close(est.log_px, ref.log_px, rtol=0, atol=1e-9)
     torch.testing.assert_close(est.prefix[1000], ref.prefix[1000], rtol=0, atol=1e-9)
-    ranges = estimators._ranges(10**15, 256, [10])  # lazy: nothing of size K is built
+    ranges = numerics.cut_ranges(10**15, 256, [10])  # lazy: nothing of size K is built
     assert [next(ranges) for _ in range(3)] == [(0, 10), (10, 256), (256, 512)]
 
 

@@ -1,10 +1,10 @@
 """Sizes checked before anything is allocated, against this machine's memory.
 
-A model's parameter count comes from its config: the model is built on PyTorch's ``meta``
-device, which records shapes and allocates nothing, so ``--hidden 2000000000`` is refused
-in milliseconds with the number instead of exhausting memory. Activation figures are lower
-bounds (the decoder's dense layers and its output for every (sample, example) pair): only
-what cannot fit in any case is refused.
+The checks take the model built on PyTorch's ``meta`` device (``vaekit.models.meta_model``),
+which records shapes and allocates nothing, so ``--hidden 2000000000`` is refused in
+milliseconds with the number instead of exhausting memory. Activations are counted with the
+one memory model of :mod:`vaekit.numerics` (``pair_bytes``: the bytes a decoder pass holds
+per (sample, example) pair), the same that sizes the log p(x) estimators' chunks.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vaekit import numerics
 from vaekit.errors import ConfigError
 
 
@@ -47,37 +48,34 @@ def check_fits(need: float, what: str, fix: str, device: torch.device) -> None:
                           f"of memory of {where}", fix)
 
 
-def meta_model(model_cfg: Any) -> nn.Module | None:
-    """The model of ``model_cfg`` on the meta device (shapes only), None if it cannot be
-    built there (it is then built, and checked, as usual)."""
-    from vaekit.models import build_model
+def _as_model(model: nn.Module | Any | None) -> nn.Module | None:
+    """The (meta) model itself; a model config is built on the meta device here for the
+    callers that still pass one (transitional, issue 19: callers pass the model)."""
+    if model is None or isinstance(model, nn.Module):
+        return model
+    from vaekit.models.build import meta_model  # transitional: see the docstring
 
-    if not model_cfg.data_shape:
-        return None
-    try:
-        with torch.device("meta"):
-            return build_model(model_cfg)
-    except Exception:  # a config error surfaces again when the model is built for real
-        return None
+    return meta_model(model)
 
 
 def pair_bytes(model: nn.Module) -> int:
-    """Lower bound of the bytes a decoder pass holds per (sample, example) pair: its dense
-    layers' outputs, the data-sized output and the latent code."""
+    """Bytes a decoder pass holds per (sample, example) pair (:func:`numerics.pair_bytes`
+    of the model's data size, latent size and the widths of its decoder's dense layers)."""
     likelihood = getattr(model, "likelihood", None)
     decoder = getattr(likelihood, "decoder", None)
     widths = sum(m.out_features for m in decoder.modules()
                  if isinstance(m, nn.Linear)) if decoder is not None else 0
     dim = math.prod(getattr(model, "event_shape", ()) or (1,))
-    return 4 * (widths + dim + 2 * getattr(model, "latent_dim", 0))
+    return numerics.pair_bytes(dim, getattr(model, "latent_dim", 0), widths)
 
 
-def check_model_size(model_cfg: Any, train_cfg: Any, device: torch.device,
+def check_model_size(model: nn.Module | None, train_cfg: Any, device: torch.device,
                      n_train: int | None = None) -> None:
     """Refuse a model (and, with ``train_cfg``, a training step) that cannot fit in memory:
     weights, gradients and two Adam moments (16 bytes per parameter), plus the activations of
-    one batch of ``k`` samples per example."""
-    model = meta_model(model_cfg)
+    one batch of ``k`` samples per example. ``model``: built on the meta device (None: not
+    checked)."""
+    model = _as_model(model)
     if model is None:
         return
     n = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
@@ -94,9 +92,10 @@ def check_model_size(model_cfg: Any, train_cfg: Any, device: torch.device,
                "use a smaller --batch-size or --iwae-k", device)
 
 
-def check_samples(model_cfg: Any, n: int, what: str, fix: str,
+def check_samples(model: nn.Module | None, n: int, what: str, fix: str,
                   device: torch.device) -> None:
-    """Refuse generating ``n`` examples at once when they cannot fit in memory."""
-    model = meta_model(model_cfg)
+    """Refuse generating ``n`` examples at once when they cannot fit in memory (``model``
+    on the meta device; None: not checked)."""
+    model = _as_model(model)
     if model is not None:
         check_fits(n * pair_bytes(model), what, fix, device)

@@ -6,16 +6,12 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
+from vaekit.numerics import reparameterize
+
 
 def call_net(net: nn.Module, inputs: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     """``net(inputs)``, or ``net(inputs, c)`` for a conditional model (context c given)."""
     return net(inputs) if c is None else net(inputs, c)
-
-
-def reparameterize(mu: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps: the reparameterization trick with caller-supplied noise
-    eps ~ N(0, I); eps (..., B, L) broadcasts against mu, sigma (B, L)."""
-    return mu + sigma * eps
 
 
 def draw_z(q: Independent, k: int | None = None, eps: torch.Tensor | None = None

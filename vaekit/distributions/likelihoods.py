@@ -33,6 +33,7 @@ from torch.distributions import Bernoulli, Distribution, Independent, Normal, co
 
 from vaekit.distributions.encoder import call_net
 from vaekit.errors import ConfigError, DataError
+from vaekit.numerics import LOG_2PI, gaussian_log_prob, gaussian_log_prob_pairs
 from vaekit.registry import LIKELIHOODS, Options
 
 Grads = dict[nn.Parameter, torch.Tensor]
@@ -233,10 +234,7 @@ class GaussianLikelihood(Likelihood):
 
     def log_prob_params(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-1/2 sum_j [(x_j - mu_j)^2 / v_j + log(2 pi v_j)]."""
-        log_var = self.noise_log_var()
-        sq = ((x - params).pow(2) * torch.exp(-log_var)).sum(self.event_dims)
-        dim = math.prod(self.event_shape)
-        return -0.5 * (sq + log_var.expand(self.event_shape).sum() + dim * math.log(2 * math.pi))
+        return gaussian_log_prob(x, params, self.noise_log_var(), self.event_shape)
 
     def distribution(self, params: torch.Tensor) -> Independent:
         scale = torch.exp(0.5 * self.noise_log_var())
@@ -247,13 +245,12 @@ class GaussianLikelihood(Likelihood):
         expanded as |x|_w^2 - 2 x.(w mu) + |mu|_w^2 so the cross term is one matmul. (N, K)."""
         mu, xf = params.flatten(1).double(), x.flatten(1).double()  # (K, D), (N, D)
         log_var = self.noise_log_var().double().expand(self.event_shape).reshape(-1)  # (D,)
-        w = torch.exp(-log_var)
-        sq = (xf.pow(2) @ w)[:, None] - 2 * xf @ (mu * w).T + (mu.pow(2) @ w)[None, :]
-        return -0.5 * (sq + (log_var + math.log(2 * math.pi)).sum())
+        return gaussian_log_prob_pairs(xf, mu, log_var)
 
     def nll_and_grad(self, params: torch.Tensor, x: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor, Grads]:
-        """-sum log p = 1/2 [sum (x - mu)^2 / v + B sum_j log(2 pi v_j)];
+        """-sum log p = 1/2 [sum (x - mu)^2 / v + B sum_j log(2 pi v_j)] (the batch sum of
+        ``gaussian_log_prob``, negated, in one pass with its gradient);
         d / d mu = (mu - x) / v;  d / d log v_j = 1/2 (B - sum_b (x_bj - mu_bj)^2 / v_j)."""
         log_var = self.noise_log_var().detach()
         v = log_var.expand(self.event_shape).reshape(-1)  # (D,)
@@ -261,7 +258,7 @@ class GaussianLikelihood(Likelihood):
         diff = params - x  # (B, D)
         sq = diff.pow(2)
         B, D = x.shape
-        nll = 0.5 * ((sq * inv).sum() + B * (v.sum() + D * math.log(2 * math.pi)))
+        nll = 0.5 * ((sq * inv).sum() + B * (v.sum() + D * LOG_2PI))
         grads = {}
         for p in self.noise_parameters():  # the learned log variance, scalar or (D,)
             d_v = 0.5 * (B - (sq * inv).sum(0))  # (D,)
@@ -449,9 +446,8 @@ class CalibratedGaussianLikelihood(GaussianLikelihood):
             mse = (x - params).pow(2).mean().clamp_min(math.exp(self.min_log_var))
             log_gamma = mse.log()
             self.log_gamma.mul_(self.momentum).add_((1 - self.momentum) * log_gamma)
-        sq = ((x - params).pow(2) * torch.exp(-log_gamma)).sum(self.event_dims)
-        dim = math.prod(self.event_shape)
-        return -0.5 * (sq + dim * (log_gamma + math.log(2 * math.pi)))
+        norm = math.prod(self.event_shape) * (log_gamma + LOG_2PI)  # D log(2 pi gamma*)
+        return gaussian_log_prob(x, params, log_gamma, self.event_shape, log_norm=norm)
 
     def extra_metrics(self) -> dict[str, float]:
         return {"gamma": float(self.log_gamma.exp())}

@@ -15,7 +15,6 @@ mog                sum_c pi_c N(m_c, diag(s_c^2)), all learned   Monte Carlo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +29,7 @@ from torch.distributions import (
 )
 
 from vaekit.errors import ConfigError, VaekitError
+from vaekit.numerics import derive_seed, gaussian_log_prob, reparameterize, seeded_generator
 from vaekit.registry import PRIORS, Options
 
 
@@ -69,7 +69,7 @@ class Prior(nn.Module):
         eps = self._randn(n, generator)
         d = self.distribution()
         base = d.base_dist if isinstance(d, Independent) else d
-        return base.loc + base.scale * eps
+        return reparameterize(base.loc, base.scale, eps)
 
     def _draw_device(self, generator: torch.Generator | None) -> torch.device:
         """Random numbers are drawn where the generator lives, then moved to the prior."""
@@ -135,7 +135,7 @@ class StandardNormal(Prior):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z; 0, I) = -L/2 log(2 pi) - |z|^2 / 2, summed over the last dim. (...)."""
-        return -0.5 * (z.pow(2).sum(-1) + self.latent_dim * math.log(2 * math.pi))
+        return gaussian_log_prob(z, None, None, (self.latent_dim,))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self._randn(n, generator)
@@ -197,7 +197,7 @@ class MixtureOfGaussians(Prior):
 
     def __init__(self, latent_dim: int, components: int = 10) -> None:
         super().__init__(latent_dim)
-        g = torch.Generator().manual_seed(0)
+        g = seeded_generator(derive_seed(0, "mog-means"))
         self.logits = nn.Parameter(torch.zeros(components))
         self.loc = nn.Parameter(torch.randn(components, latent_dim, generator=g))
         self.log_scale = nn.Parameter(torch.zeros(components, latent_dim))
@@ -212,4 +212,4 @@ class MixtureOfGaussians(Prior):
         probs = torch.softmax(self.logits.detach(), 0).to(self._draw_device(generator))
         c = torch.multinomial(probs, n, replacement=True, generator=generator)
         c = c.to(self.loc.device)
-        return self.loc[c] + self.log_scale[c].exp() * self._randn(n, generator)
+        return reparameterize(self.loc[c], self.log_scale[c].exp(), self._randn(n, generator))

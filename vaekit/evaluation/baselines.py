@@ -32,8 +32,7 @@ from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation.metrics import mean_se, to_bits_per_dim
 from vaekit.models.linear import LinearGaussian
 from vaekit.models.vae import VAE
-
-CHUNK = 4096  # rows per pass over the data (moments, log-likelihoods)
+from vaekit.numerics import BASELINE_ROWS, cat_chunks, chunks, derive_seed
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -45,8 +44,8 @@ def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = _flat(x)
     mean = x.double().mean(0)
     cov = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-    for s in range(0, len(x), CHUNK):
-        xc = x[s : s + CHUNK].double() - mean  # (C, D)
+    for lo, hi in chunks(len(x), BASELINE_ROWS):
+        xc = x[lo:hi].double() - mean  # (C, D)
         cov += xc.T @ xc
     return mean, cov / len(x)
 
@@ -61,7 +60,7 @@ def _singular(what: str) -> DataError:
 def _log_prob(dist: Any, x: torch.Tensor) -> torch.Tensor:
     """log p(x) (N,) in float64, in chunks of rows."""
     x = _flat(x)
-    return torch.cat([dist.log_prob(x[s : s + CHUNK].double()) for s in range(0, len(x), CHUNK)])
+    return cat_chunks(lambda part: dist.log_prob(part.double()), x, BASELINE_ROWS)
 
 
 @dataclass
@@ -167,16 +166,17 @@ def protocol_splits(data: PreparedData, split: str, seed: int,
                     rows: torch.Tensor | None = None) -> Comparable:
     """Training (``rows`` of it, or all), validation and evaluated split under the protocol
     of a density comparable with the run's likelihood: the run's own fixed val/test data
-    where the transform is the run's, fresh fixed draws (seeds seed + 1001, + 1002) where it
-    is another (e.g. dequantized data beside a pmf of 8-bit values)."""
+    where the transform is the run's, fresh fixed draws (seeds "protocol-val", "protocol-test")
+    where it is another (e.g. dequantized data beside a pmf of 8-bit values)."""
     kernel, t, offset = data.likelihood.kde_protocol(data.transform, data.levels, data.dim)
     raw = data.train_raw if rows is None else data.train_raw[rows]
-    train = fixed_transform(raw, t, data.levels, seed + 1000)
+    train = fixed_transform(raw, t, data.levels, derive_seed(seed, "protocol-train"))
     val, test = data.val.x, (data.test.x if split == "test" else data.val.x)
     if t != data.transform:
         raw_x = data.dataset.test if split == "test" else data.val_raw
-        val = fixed_transform(data.val_raw, t, data.levels, seed + 1001)
-        test = fixed_transform(raw_x.to(train.device), t, data.levels, seed + 1002)
+        val = fixed_transform(data.val_raw, t, data.levels, derive_seed(seed, "protocol-val"))
+        test = fixed_transform(raw_x.to(train.device), t, data.levels,
+                               derive_seed(seed, "protocol-test"))
     return Comparable(kernel, t, offset, train, val, test)
 
 

@@ -9,13 +9,14 @@ import torch
 from vaekit.data.batch import Batch, as_batch
 from vaekit.evaluation.metrics import ACTIVE_THRESHOLD, active_units
 from vaekit.models.vae import VAE
+from vaekit.numerics import EVAL_BATCH, chunks
 
 USED_VARIANCE = 0.1  # a latent dimension is "used" when its mean posterior variance is below
 
 
 
 @torch.no_grad()
-def kl_per_dimension(model: VAE, data: Batch | torch.Tensor, batch_size: int = 1000
+def kl_per_dimension(model: VAE, data: Batch | torch.Tensor, batch_size: int = EVAL_BATCH
                      ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Mean over x of KL(q(z_j|x) || p(z_j)) per latent dim j (the prior's own per-dimension
     KL; None for a prior that does not factorize over dimensions), and the posterior means.
@@ -26,14 +27,14 @@ def kl_per_dimension(model: VAE, data: Batch | torch.Tensor, batch_size: int = 1
 
 
 @torch.no_grad()
-def posterior_statistics(model: VAE, data: Batch | torch.Tensor, batch_size: int = 1000
+def posterior_statistics(model: VAE, data: Batch | torch.Tensor, batch_size: int = EVAL_BATCH
                          ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """(mean KL per dimension or None, posterior means (N, L), mean posterior variance per
     dimension (L,)) over the examples of ``data``."""
     data = as_batch(data)
     kls, mus, variances = [], [], []
-    for s in range(0, len(data), batch_size):
-        part = data[s : s + batch_size]
+    for lo, hi in chunks(len(data), batch_size):
+        part = data[lo:hi]
         q = model.posterior(part.x, model.context(part.y))
         kl = model.prior.kl_per_dim(q)
         kls.append(None if kl is None else kl.double().sum(0))
@@ -44,7 +45,7 @@ def posterior_statistics(model: VAE, data: Batch | torch.Tensor, batch_size: int
 
 
 def latent_diagnostics(model: VAE, data: Batch | torch.Tensor,
-                       batch_size: int = 1000) -> dict[str, Any]:
+                       batch_size: int = EVAL_BATCH) -> dict[str, Any]:
     """Active units (Burda et al.: Cov_x(E_q[z_j]) > 0.01), KL per dimension, a collapse
     warning, and the dimensions the model uses in the sense of Dai & Wipf (2019): as the
     decoder variance gamma -> 0, the posterior variance of a used dimension falls far below

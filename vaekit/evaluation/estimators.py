@@ -17,10 +17,9 @@ requires; conditional models are refused (their p(x|z, y) differs per example).
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,12 +29,24 @@ from vaekit import distributed
 from vaekit.data.batch import Batch, as_batch
 from vaekit.errors import VaekitError
 from vaekit.evaluation.noise import IndexedNoise, NoiseWindow
+from vaekit.limits import pair_bytes
 from vaekit.models.vae import VAE
+from vaekit.numerics import (
+    CACHE_PAIRS,
+    PRIOR_BATCH_BROADCAST,
+    PRIOR_BATCH_MATMUL,
+    PRIOR_CHUNK,
+    RunningLogSumExp,
+    chunks,
+    cut_ranges,
+    log_mean_exp,
+    rows_in_budget,
+    seeded_generator,
+)
 from vaekit.objectives.elbo import log_weights
 
 PROPOSALS = ("encoder", "prior")
 JACKKNIFE_GROUPS = 10  # groups of shared prior samples for the naive estimator's error
-CACHE_PAIRS = 4096  # (sample, example) pairs per decoder pass that stay cache-friendly on CPU
 PROGRESS_PAIRS = 50_000_000  # (sample, example) pairs from which a bar shows (~10 s on 2 cores)
 
 
@@ -53,29 +64,34 @@ class LogLikelihood:
 
 
 class _Running:
-    """Running log sum w and log sum w^2 per example, snapshotted at prefix sizes, and per
-    group of samples when ``groups`` > 0."""
+    """Running log sum w (with the log-mean-exp at the prefix sizes ``ks``) and log sum w^2
+    of n examples' weights, and log sum w per group of samples when ``groups`` > 0."""
 
     def __init__(self, n: int, device: torch.device, ks: Sequence[int], groups: int = 0) -> None:
-        self.lse = torch.full((n,), -math.inf, dtype=torch.float64, device=device)
-        self.lse2 = self.lse.clone()
-        self.glse = torch.full((groups, n), -math.inf, dtype=torch.float64, device=device)
-        self.seen, self.ks, self.snap = 0, set(ks), {}
+        self.w = RunningLogSumExp(n, device, ks)
+        self.w2 = RunningLogSumExp(n, device)
+        self.groups = [RunningLogSumExp(n, device) for _ in range(groups)]
 
     def add(self, lw: torch.Tensor, group: int | None = None) -> None:
         """lw (c, n): log-weights of the next c samples of every example (of ``group``)."""
         lw = lw.double()
-        lse = torch.logsumexp(lw, 0)
-        self.lse = torch.logaddexp(self.lse, lse)
-        self.lse2 = torch.logaddexp(self.lse2, torch.logsumexp(2 * lw, 0))
+        lse = self.w.add(lw)
+        self.w2.add(2 * lw)
         if group is not None:
-            self.glse[group] = torch.logaddexp(self.glse[group], lse)
-        self.seen += lw.shape[0]
-        if self.seen in self.ks:
-            self.snap[self.seen] = self.lse - math.log(self.seen)
+            self.groups[group].add_lse(lse, lw.shape[0])
+
+    @property
+    def lse(self) -> torch.Tensor:
+        """log sum_k w_k (n,)."""
+        return self.w.value
 
     def ess(self) -> torch.Tensor:
-        return torch.exp(2 * self.lse - self.lse2)
+        """(sum w)^2 / sum w^2 = exp(2 log sum w - log sum w^2). (n,)."""
+        return torch.exp(2 * self.w.value - self.w2.value)
+
+    def group_lse(self) -> torch.Tensor:
+        """log sum w per group (G, n)."""
+        return torch.stack([g.value for g in self.groups])
 
 
 def plan_chunks(n_pairs_budget: int, n_examples: int, k: int) -> tuple[int, int]:
@@ -95,29 +111,10 @@ def plan_prior_chunks(model: VAE, n_examples: int, k: int, memory_mb: float) -> 
     of log p(x_n|z_k) holds (batch, chunk) float64s, a broadcast one about ten float32
     temporaries of (batch, chunk, D) (the discretized logistic's, measured)."""
     d = math.prod(model.event_shape)
-    budget = memory_mb * 2**20
-    if model.likelihood.pairwise_is_matmul:
-        batch = min(n_examples, 2048)
-        return batch, max(1, min(k, 1024, int(budget / (8 * (batch + 2 * d)))))
-    batch = min(n_examples, 64)
-    return batch, max(1, min(k, 1024, int(budget / (40 * d * (batch + 1)))))
-
-
-def pair_bytes(model: VAE) -> int:
-    """Rough bytes of activations per (sample, example) pair in a decoder pass."""
-    n_hidden = sum(m.out_features for m in model.likelihood.decoder.modules()
-                   if isinstance(m, torch.nn.Linear))
-    return 4 * (3 * math.prod(model.event_shape) + 2 * n_hidden + 4 * model.latent_dim)
-
-
-def _ranges(k: int, chunk: int, cuts: Sequence[int]) -> Iterator[tuple[int, int]]:
-    """[k0, k1) ranges of at most ``chunk`` samples that also break at every cut (lazily:
-    nothing of size K is built)."""
-    last = 0
-    for border in heapq.merge(range(chunk, k, chunk), sorted(cuts), (k,)):
-        if last < border <= k:
-            yield last, border
-            last = border
+    matmul = model.likelihood.pairwise_is_matmul
+    batch = min(n_examples, PRIOR_BATCH_MATMUL if matmul else PRIOR_BATCH_BROADCAST)
+    row = 8 * (batch + 2 * d) if matmul else 40 * d * (batch + 1)  # bytes per shared sample
+    return batch, max(1, min(k, PRIOR_CHUNK, rows_in_budget(row, memory_mb)))
 
 
 def _bar(total: int, k: int, progress: bool | None) -> tqdm:
@@ -136,10 +133,11 @@ def _finish(parts: list[_Running], k: int, proposal: str, cuts: list[int], n: in
     def cat(ts: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
         return distributed.gather_rows(torch.cat(ts, dim), n, dim)
 
-    out = LogLikelihood(cat([p.lse for p in parts]) - math.log(k), cat([p.ess() for p in parts]),
-                        k, proposal, {c: cat([p.snap[c] for p in parts]) for c in cuts})
+    out = LogLikelihood(cat([p.w.mean() for p in parts]), cat([p.ess() for p in parts]),
+                        k, proposal, {c: cat([p.w.prefix[c] for p in parts]) for c in cuts})
     if group_sizes:
-        out.leave_out = _leave_one_group_out(cat([p.glse for p in parts], 1), group_sizes, k)
+        out.leave_out = _leave_one_group_out(cat([p.group_lse() for p in parts], 1),
+                                             group_sizes, k)
     return out
 
 
@@ -148,7 +146,7 @@ def _leave_one_group_out(glse: torch.Tensor, sizes: Sequence[int], k: int) -> to
     out = []
     for g, size in enumerate(sizes):
         others = torch.cat([glse[:g], glse[g + 1 :]])
-        out.append((torch.logsumexp(others, 0) - math.log(k - size)).mean())
+        out.append(log_mean_exp(others, 0, count=k - size).mean())  # others: group sums
     return torch.stack(out)
 
 
@@ -167,12 +165,12 @@ def _encoder_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, ch
     parts = []
     a, b = distributed.local_rows(len(data))  # a block of the examples on each rank
     with _bar((b - a) * k, k, progress) as bar:
-        for s in range(a, b, batch):
-            part = data[s : min(s + batch, b)]
+        for lo, hi in chunks(b, batch, a):
+            part = data[lo:hi]
             q = model.posterior(part.x, model.context(part.y))  # one encoder pass per example
-            window = NoiseWindow(noise, torch.arange(s, s + len(part)))
+            window = NoiseWindow(noise, torch.arange(lo, hi))
             run = _Running(len(part), data.device, cuts)
-            for k0, k1 in _ranges(k, chunk, cuts):
+            for k0, k1 in cut_ranges(k, chunk, cuts):
                 e = window.get(k0, k1)  # (c, B, L) contiguous: drawn for this chunk only
                 run.add(log_weights(model, part, k1 - k0, eps=e, q=q))  # (c, B)
                 bar.update((k1 - k0) * len(part))
@@ -189,19 +187,19 @@ def _prior_estimate(model: VAE, data: Batch, k: int, seed: int, batch: int, chun
                           "use importance sampling (--loglik) for conditional models")
     a, b = distributed.local_rows(len(data))  # a block of the examples on each rank
     x = data.x[a:b]
-    z = model.prior.sample(k, torch.Generator().manual_seed(seed)).to(x.device)  # (K, L), shared
+    z = model.prior.sample(k, seeded_generator(seed)).to(x.device)  # (K, L), shared
     # the shared samples fall into G contiguous groups, for a jackknife of the Monte-Carlo
     # error of the mean estimate (its errors are correlated across examples)
     n_groups = min(JACKKNIFE_GROUPS, k)
     starts = [g * k // n_groups for g in range(n_groups + 1)]
-    parts = [_Running(len(x[s : s + batch]), x.device, cuts, n_groups)
-             for s in range(0, len(x), batch)]
+    rows = list(chunks(len(x), batch))
+    parts = [_Running(hi - lo, x.device, cuts, n_groups) for lo, hi in rows]
     with _bar(len(x) * k, k, progress) as bar:
-        for k0, k1 in _ranges(k, chunk, [*cuts, *starts[1:-1]]):
+        for k0, k1 in cut_ranges(k, chunk, [*cuts, *starts[1:-1]]):
             params = model.likelihood.params(z[k0:k1])  # (c, *param): one decoder pass a chunk
             group = next(g for g in range(n_groups) if starts[g] <= k0 < starts[g + 1])
-            for run, s in zip(parts, range(0, len(x), batch), strict=True):
-                lw = model.likelihood.pairwise_log_prob(params, x[s : s + batch])  # (B, c)
+            for run, (lo, hi) in zip(parts, rows, strict=True):
+                lw = model.likelihood.pairwise_log_prob(params, x[lo:hi])  # (B, c)
                 run.add(lw.T, group)
             bar.update((k1 - k0) * len(x))
     sizes = [b - a for a, b in itertools.pairwise(starts)] if n_groups > 1 else []
@@ -232,6 +230,6 @@ def estimate_log_px(model: VAE, data: Batch | torch.Tensor, k: int, proposal: st
         b_auto, c_auto = plan_prior_chunks(model, len(data), k, memory_mb)
         return _prior_estimate(model, data, k, seed, batch_size or b_auto, chunk_size or c_auto,
                                cuts, progress)
-    b_auto, c_auto = plan_chunks(int(memory_mb * 2**20 / pair_bytes(model)), len(data), k)
+    b_auto, c_auto = plan_chunks(rows_in_budget(pair_bytes(model), memory_mb), len(data), k)
     return _encoder_estimate(model, data, k, seed, batch_size or b_auto, chunk_size or c_auto,
                              cuts, progress)

@@ -32,6 +32,17 @@ from torch import nn
 
 from vaekit import distributed
 from vaekit.io import atomic_write, atomic_write_text
+from vaekit.numerics import (
+    DISTANCE_BATCH,
+    EVAL_BATCH,
+    FEATURE_BATCH,
+    INCEPTION_BATCH,
+    cat_chunks,
+    chunks,
+    derive_seed,
+    seeded_generator,
+    seeded_permutation,
+)
 
 
 @dataclass(frozen=True)
@@ -95,15 +106,15 @@ def content_hash(recipe: Recipe, *tensors: torch.Tensor) -> str:
 def train_feature_net(x: torch.Tensor, y: torch.Tensor, classes: int,
                       recipe: Recipe = Recipe()) -> FeatureNet:
     """Train the classifier on x (N, *shape) in [0, 1] with labels y, deterministically."""
-    torch.manual_seed(recipe.seed)
+    torch.manual_seed(derive_seed(recipe.seed, "feature-init"))
     net = FeatureNet(tuple(x.shape[1:]), classes, recipe)
     opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
-    g = torch.Generator().manual_seed(recipe.seed)
+    g = seeded_generator(derive_seed(recipe.seed, "feature-order"))
     per_epoch = math.ceil(len(x) / recipe.batch_size)
     for _ in range(max(recipe.epochs, math.ceil(recipe.min_steps / per_epoch))):
-        perm = torch.randperm(len(x), generator=g)
-        for s in range(0, len(x), recipe.batch_size):
-            idx = perm[s : s + recipe.batch_size]
+        perm = seeded_permutation(len(x), g)
+        for lo, hi in chunks(len(x), recipe.batch_size):
+            idx = perm[lo:hi]
             loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -112,9 +123,10 @@ def train_feature_net(x: torch.Tensor, y: torch.Tensor, classes: int,
 
 
 @torch.no_grad()
-def accuracy(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> float:
-    hits = sum(int((net(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum())
-               for s in range(0, len(x), batch))
+def accuracy(net: FeatureNet, x: torch.Tensor, y: torch.Tensor,
+             batch: int = FEATURE_BATCH) -> float:
+    """Share of x classified as y."""
+    hits = sum(int((net(x[lo:hi]).argmax(1) == y[lo:hi]).sum()) for lo, hi in chunks(len(x), batch))
     return hits / max(len(x), 1)
 
 
@@ -145,14 +157,13 @@ def feature_net(train_raw: torch.Tensor, train_y: torch.Tensor, test_raw: torch.
 
 
 @torch.no_grad()
-def features(net: FeatureNet | None, x: torch.Tensor, batch: int = 2000) -> torch.Tensor:
+def features(net: FeatureNet | None, x: torch.Tensor, batch: int = FEATURE_BATCH) -> torch.Tensor:
     """(N, F) float64 features; without a net, the flattened data themselves. Inside
     ``distributed.sharded()`` each rank computes a block of the rows."""
     if net is None:
         return x.reshape(len(x), -1).double()
     a, b = distributed.local_rows(len(x))
-    out = torch.cat([net.features(x[s : min(s + batch, b)].float()).double()
-                     for s in range(a, b, batch)])
+    out = cat_chunks(lambda part: net.features(part.float()).double(), x[a:b], batch)
     return distributed.gather_rows(out, len(x))
 
 
@@ -172,17 +183,15 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ma - mb).pow(2).sum() + sa.trace() + sb.trace() - 2 * cross)
 
 
-def _kth_radius(x: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
+def _kth_radius(x: torch.Tensor, k: int, chunk: int = DISTANCE_BATCH) -> torch.Tensor:
     """Distance of each row of x to its k-th nearest other row. (N,)."""
-    return torch.cat([torch.cdist(x[s : s + chunk], x).kthvalue(k + 1, dim=1).values
-                      for s in range(0, len(x), chunk)])
+    return cat_chunks(lambda part: torch.cdist(part, x).kthvalue(k + 1, dim=1).values, x, chunk)
 
 
 def _covered(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor,
-             chunk: int = 1024) -> torch.Tensor:
+             chunk: int = DISTANCE_BATCH) -> torch.Tensor:
     """Whether each point lies within radius_i of some centre i. (N,) bool."""
-    return torch.cat([(torch.cdist(points[s : s + chunk], centres) <= radii).any(1)
-                      for s in range(0, len(points), chunk)])
+    return cat_chunks(lambda part: (torch.cdist(part, centres) <= radii).any(1), points, chunk)
 
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
@@ -201,20 +210,20 @@ def scores(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict[str, floa
 
 
 @torch.no_grad()
-def generate(model: nn.Module, n: int, seed: int = 0, batch: int = 1000,
+def generate(model: nn.Module, n: int, seed: int = 0, batch: int = EVAL_BATCH,
              labels: torch.Tensor | None = None) -> torch.Tensor:
-    """n samples x = E[x|z], z ~ p(z) (labels y for a conditional model), in batches, from
-    one seeded generator. (n, *shape)."""
-    g = torch.Generator().manual_seed(seed)
+    """n samples x = E[x|z], z ~ p(z) (labels y for a conditional model), in batches (the
+    batch size fixes the draws), from one seeded generator. (n, *shape)."""
+    g = seeded_generator(seed)
     out = []
-    for s in range(0, n, batch):
-        y = None if labels is None else labels[s : s + batch]
-        out.append(model.sample(min(batch, n - s), generator=g, y=y).cpu())
+    for lo, hi in chunks(n, batch):
+        y = None if labels is None else labels[lo:hi]
+        out.append(model.sample(hi - lo, generator=g, y=y).cpu())
     return torch.cat(out)
 
 
 def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights: str | Path,
-                  batch: int = 200) -> float:
+                  batch: int = INCEPTION_BATCH) -> float:
     """Standard Inception FID (torchmetrics' FrechetInceptionDistance, 2048 features) from
     locally stored Inception weights; nothing is fetched. real, fake (N, [C,] H, W) in [0, 1].
 
@@ -234,8 +243,8 @@ def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights: str | Path,
     fid = FrechetInceptionDistance(feature=2048, normalize=True,
                                    feature_extractor_weights_path=str(weights))
     for images, is_real in ((real, True), (fake, False)):
-        for s in range(0, len(images), batch):
-            x = images[s : s + batch].float().clamp(0, 1)
+        for lo, hi in chunks(len(images), batch):
+            x = images[lo:hi].float().clamp(0, 1)
             x = x.reshape(len(x), -1, *x.shape[-2:])  # (B, C, H, W)
             fid.update(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x, real=is_real)
     return float(fid.compute())

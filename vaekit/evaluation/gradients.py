@@ -59,11 +59,11 @@ from torch.distributions import Independent, Normal
 from vaekit.data.batch import Batch, as_batch
 from vaekit.distributions.encoder import draw_z
 from vaekit.models.vae import VAE
+from vaekit.numerics import GRADIENT_PAIRS, chunks, derive_seed, log_mean_exp
 from vaekit.objectives.elbo import elbo, log_weights
 from vaekit.objectives.score import score_terms
 
 GROUPS = ("encoder", "decoder")
-ROWS_PER_PASS = 16384  # (sample, example) pairs per pass of the reference gradient
 MEAN_DECAY = 0.9  # running-mean baseline: b <- decay b + (1 - decay) mean f
 
 Surrogates = dict[str, torch.Tensor]  # group -> scalar whose gradient is that group's estimate
@@ -128,11 +128,11 @@ def _iwae(encoder: str) -> Surrogate:
                           device=q.base_dist.loc.device)  # (S, B, L)
         lw = log_weights(model, batch, s, eps, q)  # log p(x, z_i) - log q(z_i|x), (S, B)
         if encoder == "iwae":
-            return _both((torch.logsumexp(lw, 0) - math.log(s)).mean())
+            return _both(log_mean_exp(lw, 0).mean())
         z = draw_z(q, eps=eps)
         frozen = Independent(Normal(q.base_dist.loc.detach(), q.base_dist.scale.detach()), 1)
         lw_path = lw + q.log_prob(z) - frozen.log_prob(z)  # log q with phi stopped: path only
-        bound = (torch.logsumexp(lw_path, 0) - math.log(s)).mean()  # same value, theta-grad
+        bound = log_mean_exp(lw_path, 0).mean()  # same value, theta-grad
         if encoder == "stl":
             return _both(bound)
         w = torch.softmax(lw_path.detach(), 0)  # normalized weights w~_i, (S, B)
@@ -190,15 +190,15 @@ def reference_gradient(model: VAE, batch: Batch | torch.Tensor, objective: str, 
                        reference: int) -> dict[str, torch.Tensor]:
     """The reference gradient of the ELBO (``reference`` reparameterized samples per
     example, analytic KL) or of IWAE-``samples`` (DReG encoder, IWAE decoder, averaged
-    over ceil(reference / samples) draws), computed in passes of <= ROWS_PER_PASS pairs."""
+    over ceil(reference / samples) draws), computed in passes of <= GRADIENT_PAIRS pairs."""
     batch, groups = as_batch(batch), parameter_groups(model)
     est = ESTIMATORS["reparam" if objective == "elbo" else "iwae-dreg"]
     s = 1 if objective == "elbo" else samples
     draws = max(1, math.ceil(reference / s))  # independent s-sample estimates to average
-    per_pass = max(1, ROWS_PER_PASS // (s * len(batch)))
+    per_pass = max(1, GRADIENT_PAIRS // (s * len(batch)))
     total = {g: 0.0 for g in groups}
-    for start in range(0, draws, per_pass):
-        n = min(per_pass, draws - start)
+    for lo, hi in chunks(draws, per_pass):
+        n = hi - lo
         g = flat_grads(est.surrogate(model, tile(batch, n), s, {}), groups)
         total = {k: total[k] + g[k] * (n / draws) for k in groups}
     return total
@@ -245,7 +245,7 @@ def gradient_study(model: VAE, batch: Batch | torch.Tensor, samples: Sequence[in
     if repeats < 2:
         raise ValueError(f"variance needs repeats >= 2, got {repeats}")
     batch, names = as_batch(batch), list(estimators or ESTIMATORS)
-    torch.manual_seed(seed)
+    torch.manual_seed(derive_seed(seed, "gradient-noise"))
     t0, refs, rows = time.perf_counter(), {}, []
     for s in samples:
         for name in names:

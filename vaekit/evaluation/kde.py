@@ -21,7 +21,6 @@ biased and very sensitive to h and to the number of samples, so it comes with a 
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -31,6 +30,16 @@ import torch
 
 from vaekit import distributed
 from vaekit.evaluation.metrics import mean_se, to_bits_per_dim
+from vaekit.numerics import (
+    DISTANCE_BATCH,
+    KDE_CHUNK,
+    RunningLogSumExp,
+    chunks,
+    cut_ranges,
+    derive_seed,
+    scaled_logsumexp,
+    seeded_subset,
+)
 
 SCOTT_SPAN = (-1.5, 0.5)  # default grid: Scott's h times 10^[-1.5, 0.5]
 KERNELS = ("gaussian", "bernoulli")
@@ -61,25 +70,10 @@ def _sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min_(0)
 
 
-def _block_lse(x: torch.Tensor, c: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
-    """logsumexp_i(-s |x_b - c_i|^2) over one block of centres, every scale s: (H, B) float64.
-
-    The maximum term is the nearest centre for every s, so exp(-s (d2 - min d2)) <= 1.
-    """
-    d2 = _sq_dist(x, c)
-    d2_min = d2.amin(1)
-    d2.sub_(d2_min[:, None])
-    buf, d2_min = torch.empty_like(d2), d2_min.double()
-    rows = []
-    for s in scales:
-        rows.append(torch.mul(d2, -s, out=buf).exp_().sum(1).double().log_() - s * d2_min)
-    return torch.stack(rows)
-
-
 @torch.no_grad()
 def log_density_grid(x: torch.Tensor, centers: torch.Tensor, bandwidths: Sequence[float],
-                     prefixes: Sequence[int] | None = None, batch_size: int = 1024,
-                     chunk: int = 4096, kernel: str = "gaussian") -> dict[int, torch.Tensor]:
+                     prefixes: Sequence[int] | None = None, batch_size: int = DISTANCE_BATCH,
+                     chunk: int = KDE_CHUNK, kernel: str = "gaussian") -> dict[int, torch.Tensor]:
     """KDE log p(x_n) for every bandwidth and every prefix of the centres.
 
     x (N, *shape), centers (n, *shape) -> {n': (H, N) float64}, where n' runs over
@@ -102,22 +96,23 @@ def log_density_grid(x: torch.Tensor, centers: torch.Tensor, bandwidths: Sequenc
         raise ValueError(f"prefixes must lie in [1, {n}], got {cuts}")
     shift = c.mean(0, dtype=torch.float64).to(x.dtype)  # smaller |x|^2: less cancellation
     c = c - shift
-    borders = sorted({*range(0, n, chunk), *cuts, n})
     scales, norms = _kernel(kernel, hs, d)
     log_norm = torch.tensor(norms, dtype=torch.float64, device=x.device)[:, None]
     out = {k: torch.empty(len(hs), len(x), dtype=torch.float64, device=x.device) for k in cuts}
-    for s in range(0, len(x), batch_size):
-        xb = x[s : s + batch_size] - shift
-        lse = torch.full((len(hs), len(xb)), -math.inf, dtype=torch.float64, device=x.device)
-        for k0, k1 in itertools.pairwise(borders):
-            lse = torch.logaddexp(lse, _block_lse(xb, c[k0:k1], scales))
-            if k1 in out:
-                out[k1][:, s : s + len(xb)] = lse - math.log(k1) + log_norm
+    for lo, hi in chunks(len(x), batch_size):
+        xb = x[lo:hi] - shift
+        lse = RunningLogSumExp((len(hs), len(xb)), x.device, cuts)  # (H, B) over the centres
+        for k0, k1 in cut_ranges(n, chunk, cuts):
+            # logsumexp_i(-s_h |x_b - c_i|^2) over this block of centres, every bandwidth
+            lse.add_lse(scaled_logsumexp(_sq_dist(xb, c[k0:k1]), scales), k1 - k0)
+        for k in cuts:  # log p = logsumexp - log n' + log normalizer, first n' centres
+            out[k][:, lo:hi] = lse.prefix[k] + log_norm
     return {k: distributed.gather_rows(v, n_points, dim=1) for k, v in out.items()}
 
 
 def gaussian_kde_log_density(x: torch.Tensor, centers: torch.Tensor, bandwidth: float,
-                             batch_size: int = 1024, chunk: int = 4096) -> torch.Tensor:
+                             batch_size: int = DISTANCE_BATCH,
+                             chunk: int = KDE_CHUNK) -> torch.Tensor:
     """log p(x_n) under the Gaussian KDE with kernel std ``bandwidth``. (N,) float64, nats.
 
     log p(x) = logsumexp_i(-|x - c_i|^2 / (2 h^2)) - log n - (d/2) log(2 pi h^2),
@@ -159,8 +154,9 @@ def _mean_log_density(val: torch.Tensor, train: torch.Tensor, hs: Sequence[float
 
 def select_bandwidth(train: torch.Tensor, val: torch.Tensor,
                      candidates: Sequence[float] | None = None, refine: int = 10,
-                     max_extend: int = 3, batch_size: int = 1024, chunk: int = 4096,
-                     kernel: str = "gaussian") -> tuple[float, list[tuple[float, float]]]:
+                     max_extend: int = 3, batch_size: int = DISTANCE_BATCH,
+                     chunk: int = KDE_CHUNK, kernel: str = "gaussian"
+                     ) -> tuple[float, list[tuple[float, float]]]:
     """Bandwidth maximizing the mean validation log-likelihood, and the table [(h, mean)].
 
     Grid search over ``candidates`` (default: :func:`default_bandwidths`); if the best lies
@@ -222,15 +218,15 @@ class KDEResult:
 def kde_baseline(train: torch.Tensor, val: torch.Tensor, test: torch.Tensor,
                  bpd_offset: float | None = None, max_train: int | None = None, seed: int = 0,
                  candidates: Sequence[float] | None = None, refine: int = 10,
-                 batch_size: int = 1024, chunk: int = 4096,
+                 batch_size: int = DISTANCE_BATCH, chunk: int = KDE_CHUNK,
                  kernel: str = "gaussian") -> KDEResult:
     """KDE on ``train`` (optionally ``max_train`` of it, seeded), bandwidth chosen on ``val``,
     scored on ``test``. All (N, *shape) on one device; float32 is fine, sums are float64.
     """
     t0 = time.perf_counter()
     if max_train is not None and max_train < len(train):
-        g = torch.Generator().manual_seed(seed)
-        train = train[torch.randperm(len(train), generator=g)[:max_train].to(train.device)]
+        rows = seeded_subset(len(train), max_train, derive_seed(seed, "kde-subset"))
+        train = train[rows.to(train.device)]
     h, table = select_bandwidth(train, val, candidates, refine, batch_size=batch_size,
                                 chunk=chunk, kernel=kernel)
     ll = log_density_grid(test, train, [h], None, batch_size, chunk, kernel)[len(train)][0]
@@ -254,8 +250,9 @@ class ParzenResult:
 
 
 def parzen_log_likelihood(samples: torch.Tensor, test: torch.Tensor, bandwidths: Sequence[float],
-                          n_samples_list: Sequence[int] | None = None, batch_size: int = 1024,
-                          chunk: int = 4096, kernel: str = "gaussian") -> ParzenResult:
+                          n_samples_list: Sequence[int] | None = None,
+                          batch_size: int = DISTANCE_BATCH, chunk: int = KDE_CHUNK,
+                          kernel: str = "gaussian") -> ParzenResult:
     """Parzen-window estimate of a model's log-likelihood from its samples, on a grid.
 
     For every h in ``bandwidths`` and n in ``n_samples_list`` (default: n/100, n/10, n of

@@ -19,6 +19,7 @@ from vaekit.data.batch import Batch, as_batch
 from vaekit.evaluation.estimators import LogLikelihood, estimate_log_px, jackknife_se
 from vaekit.evaluation.metrics import elbo_terms, mean_se, to_bits_per_dim
 from vaekit.models.vae import VAE
+from vaekit.numerics import derive_seed
 
 
 def k_grid(k: int) -> list[int]:
@@ -100,7 +101,7 @@ def marginal_likelihood(model: VAE, data: Batch | torch.Tensor, k: int = 1000,
     out["iwae_curve"] = {kk: out["importance"]["curve"][kk] for kk in ("1", "10", "100", "1000")
                          if kk in out["importance"]["curve"]}
     if k_naive > 0:
-        naive = estimate_log_px(model, x, k_naive, "prior", seed=seed + 1, memory_mb=memory_mb,
-                                prefix_ks=k_grid(k_naive))
+        naive = estimate_log_px(model, x, k_naive, "prior", seed=derive_seed(seed, "naive"),
+                                memory_mb=memory_mb, prefix_ks=k_grid(k_naive))
         out["naive"] = summarize(naive, bpd_offset, dim)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from vaekit.config import ModelConfig
@@ -44,3 +45,16 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     if not cfg.data_shape:
         raise ConfigError("model config has no data_shape", "set it from the dataset first")
     return MODELS.build(cfg.kind, cfg)
+
+
+def meta_model(cfg: ModelConfig) -> nn.Module | None:
+    """The model of ``cfg`` on the meta device (shapes only: nothing is allocated, so a
+    size check can refuse it in milliseconds), None if it cannot be built there (it is
+    then built, and checked, as usual)."""
+    if not cfg.data_shape:
+        return None
+    try:
+        with torch.device("meta"):
+            return build_model(cfg)
+    except Exception:  # a config error surfaces again when the model is built for real
+        return None

@@ -21,6 +21,7 @@ from torch.distributions import MultivariateNormal
 
 from vaekit.distributions import FixedGaussianLikelihood, GaussianEncoder, StandardNormal
 from vaekit.models.vae import VAE
+from vaekit.numerics import seeded_generator
 
 
 @dataclass
@@ -35,7 +36,7 @@ class LinearGaussian:
     def random(cls, d: int, latent: int, s: float = 0.5, seed: int = 0,
                orthogonal: bool = True) -> LinearGaussian:
         """A random model; ``orthogonal`` columns make the true posterior diagonal."""
-        g = torch.Generator().manual_seed(seed)
+        g = seeded_generator(seed)
         W = torch.randn(d, latent, generator=g, dtype=torch.float64)
         if orthogonal:
             q, _ = torch.linalg.qr(W)
@@ -82,7 +83,7 @@ class LinearGaussian:
 
 
 def _seeded_sample(dist: MultivariateNormal, n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
+    g = seeded_generator(seed)
     eps = torch.randn(n, dist.loc.shape[0], generator=g, dtype=dist.loc.dtype)
     return dist.loc + eps @ dist.scale_tril.T
 

@@ -20,6 +20,7 @@ from vaekit.data.transforms import Registered, register_transform
 from vaekit.distributions.priors import Prior
 from vaekit.errors import DataError
 from vaekit.models.vae import VAE
+from vaekit.numerics import EVAL_BATCH, cat_chunks, reparameterize
 
 CODES = "posterior-sample"  # the transform of stage 2's data
 
@@ -45,15 +46,16 @@ register_transform(CODES, Registered(
 
 
 @torch.no_grad()
-def posterior_codes(model: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def posterior_codes(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Stage 1's posterior parameters of x (N, *shape): (N, 2, k) = [mu, sigma] per row, the
     data of stage 2 (sampled z = mu + sigma * eps by the ``posterior-sample`` transform)."""
     model.eval()
-    out = []
-    for s in range(0, len(x), batch_size):
-        q = model.posterior(x[s : s + batch_size])
-        out.append(torch.stack([q.mean, q.stddev], dim=1))
-    return torch.cat(out)
+
+    def codes(part: torch.Tensor) -> torch.Tensor:
+        q = model.posterior(part)
+        return torch.stack([q.mean, q.stddev], dim=1)  # (B, 2, k)
+
+    return cat_chunks(codes, x, batch_size)
 
 
 class TwoStagePrior(Prior):
@@ -76,7 +78,7 @@ class TwoStagePrior(Prior):
         if self.noise:  # a draw of p2(z|u) = N(mean, gamma_z I)
             eps = torch.randn(z.shape, generator=generator,
                               device=self._draw_device(generator)).to(z)
-            z = z + pz.stddev * eps
+            z = reparameterize(z, pz.stddev, eps)
         return z
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,6 @@ The training objectives are registered (``OBJECTIVES``) as losses ``(model, batc
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ from vaekit.data.batch import Batch, as_batch
 from vaekit.distributions.encoder import draw_z
 from vaekit.errors import ConfigError
 from vaekit.models.vae import VAE
+from vaekit.numerics import chunks, log_mean_exp
 from vaekit.registry import OBJECTIVES, Options
 
 KL_ESTIMATORS = ("analytic", "mc")
@@ -81,9 +81,8 @@ def iwae_bound(model: VAE, batch: Batch | torch.Tensor, k: int,
         lw = log_weights(model, batch, k)
     else:
         q = model.posterior(batch.x, model.context(batch.y))
-        lw = torch.cat([log_weights(model, batch, min(chunk, k - s), q=q)
-                        for s in range(0, k, chunk)])
-    return torch.logsumexp(lw, dim=0) - math.log(k)
+        lw = torch.cat([log_weights(model, batch, k1 - k0, q=q) for k0, k1 in chunks(k, chunk)])
+    return log_mean_exp(lw, 0)  # (B,)
 
 
 # ============================================================================ training losses
