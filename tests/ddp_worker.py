@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import save_file
 
 from vaekit import distributed
-from vaekit.cli import error_line
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.errors import error_line
 from vaekit.models import build_model
 from vaekit.train import Callback, fit, setup_run
 
@@ -77,7 +77,7 @@ def main() -> int:
             cfg.train.epochs = 50
             fit(setup_run(cfg), [Die()])
     except Exception as err:  # what the CLI would print
-        line, code = error_line(err)
+        line, code = error_line(err, distributed.world().rank, distributed.collective_failure(err))
         print(f"rank {distributed.world().rank}: {line}", file=sys.stderr)
         distributed.shutdown(wait=False)
         return code

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from vaekit import __version__
 from vaekit.config import ModelConfig, RunConfig, TrainConfig, merge, parse
 from vaekit.errors import ConfigError
 
@@ -77,7 +78,7 @@ def test_a_config_written_by_vaekit_0_1_still_loads():
     cfg = RunConfig.from_dict(old)
     assert cfg.model.arch.hidden == [16] and cfg.model.likelihood.gamma_init == 0.5
     assert cfg.train.objective.name == "iwae" and cfg.train.objective.k == 3
-    assert cfg.version == "0.2.0" and cfg.model.data_shape == [2]
+    assert cfg.version == __version__ and cfg.model.data_shape == [2]
 
 
 def test_flags_override_plain_values_of_presets_and_files(tmp_path):

@@ -14,8 +14,8 @@ from torch import nn
 from vaekit.api import load_model
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data import Batch
-from vaekit.evaluation.noise import IndexedNoise
 from vaekit.models import VAE, build_model
+from vaekit.noise import IndexedNoise
 from vaekit.objectives import elbo, log_weights
 from vaekit.registry import ALL, LIKELIHOODS, NETWORKS, OBJECTIVES, PRIORS
 from vaekit.train import fit, setup_run, standard_callbacks

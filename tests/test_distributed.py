@@ -204,25 +204,22 @@ def test_commands_that_do_not_run_data_parallel_say_so(digits_run, cli, monkeypa
 def test_a_resume_on_other_ranks_keeps_the_saved_global_batch(tmp_path):
     """Whatever world size the caller's config names (the CLI's saved one, or the Python
     default of 1, or stage 2's copy of stage 1's), the saved global batch of 32 x 2 is kept;
-    another per-rank batch is left for the resume check to refuse."""
-    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from vaekit.distributed import World
-    from vaekit.errors import ConfigError
-    from vaekit.train.loop import _fit_world
+    another per-rank batch is refused by the resume policy, not silently replaced."""
+    from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, resume_config
+    from vaekit.errors import CheckpointError, ConfigError
 
     def cfg(batch: int, world: int = 1) -> RunConfig:
         return RunConfig(DataConfig(name="ring"), ModelConfig(),
                          TrainConfig(batch_size=batch, world_size=world))
 
-    cfg(32, 2).save(tmp_path / "config.json")
-    for given in (cfg(32), cfg(32, 2), cfg(64)):
+    saved = cfg(32, 2)
+    for given in (cfg(32), cfg(32, 2), cfg(64), None, {"train": {"batch_size": 64}}):
         for size, per_rank in ((1, 64), (2, 32), (4, 16)):
-            c = cfg(given.train.batch_size, given.train.world_size)
-            notes = _fit_world(c, World(0, size), tmp_path)
+            c, notes = resume_config(saved, given, size, tmp_path)
             assert (c.train.batch_size, c.train.world_size) == (per_rank, size)
             assert bool(notes) == (size != 2)
-    other = cfg(48)
-    _fit_world(other, World(0, 1), tmp_path)
-    assert other.train.batch_size == 48  # not silently replaced
+    assert (saved.train.batch_size, saved.train.world_size) == (32, 2)  # a copy was resolved
+    with pytest.raises(CheckpointError, match="train.batch_size = 48 does not match"):
+        resume_config(saved, cfg(48), 1, tmp_path)
     with pytest.raises(ConfigError, match="cannot be split evenly across 3 ranks"):
-        _fit_world(cfg(32), World(0, 3), tmp_path)
+        resume_config(saved, cfg(32), 3, tmp_path)

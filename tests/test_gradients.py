@@ -20,11 +20,11 @@ from vaekit.evaluation.gradients import (
     flat_grads,
     gradient_study,
     parameter_groups,
-    variance_figure,
 )
 from vaekit.models import VAE, LinearGaussian
 from vaekit.objectives.score import elbo_score_loss, score_terms
 from vaekit.registry import OBJECTIVES
+from vaekit.report.plots import variance_figure
 from vaekit.train.fast import applies
 
 D, L, SIGMA = 3, 2, 0.5

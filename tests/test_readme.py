@@ -42,6 +42,6 @@ def test_flags_in_the_readme_tables_exist(command):
     text = README.read_text()
     section = text.split(f"### `vaekit {command}")[1].split("###")[0]
     flags = set(re.findall(r"^\| `(--[a-z0-9-]+)", section, flags=re.M))
-    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    sub = build_parser(command)._subparsers._group_actions[0].choices[command]
     known = {s for a in sub._actions for s in a.option_strings}
     assert flags and flags <= known, flags - known

@@ -591,7 +591,7 @@ def test_python_resume_checks_the_checkpoint_position(ring3, tmp_path):
 
 
 def test_noise_rows_do_not_depend_on_chunks_and_keep_the_first_block():
-    from vaekit.evaluation.noise import IndexedNoise, NoiseWindow, _splitmix64
+    from vaekit.noise import IndexedNoise, NoiseWindow, _splitmix64
 
     noise, idx = IndexedNoise(3, seed=5), torch.tensor([0, 7, 123456])
     full = noise.rows(idx, 0, 700)  # (700, 3, 3)
@@ -614,7 +614,7 @@ def test_noise_rows_do_not_depend_on_chunks_and_keep_the_first_block():
 def test_the_estimator_draws_noise_per_chunk_for_any_k(tiny_model, monkeypatch):
     from vaekit import numerics
     from vaekit.evaluation import estimators
-    from vaekit.evaluation.noise import IndexedNoise
+    from vaekit.noise import IndexedNoise
 
     model = tiny_model().eval()
     x = torch.randn(3, 6)

@@ -44,8 +44,8 @@ def imports() -> dict[str, list[tuple[str, bool]]]:
     for name, path in modules.items():
         tree = ast.parse(path.read_text())
         skip = _type_checking_nodes(tree)
-        in_func = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
-                   for n in ast.walk(f) if n is not f}
+        funcs = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+        in_func = {id(n) for f in funcs for n in ast.walk(f) if n is not f}
         edges = []
         for node in ast.walk(tree):
             if id(node) in skip:

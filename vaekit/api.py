@@ -29,19 +29,19 @@ import torch
 from torch import nn
 
 from vaekit import distributed
-from vaekit.config import RunConfig, Stage2Config, configure, stage2_settings
+from vaekit.config import KEEP, RunConfig, Stage2Config, configure, stage2_settings
 from vaekit.data.datasets import list_datasets
 from vaekit.errors import CheckpointError, ConfigError
 from vaekit.evaluation.gradients import gradient_study
 from vaekit.evaluation.suite import SECTIONS, EvalOptions, evaluate_all
 from vaekit.io import atomic_write_bytes, atomic_write_text
-from vaekit.limits import check_fits, pair_bytes
+from vaekit.limits import check_samples
+from vaekit.numerics import chunks, derive_seed, seeded_generator
 from vaekit.report import ReportResult, write_report
 from vaekit.report.plots import loglik_figure, picture_bytes, save_figure, variance_figure
 from vaekit.report.text import format_full_report, format_gradients
 from vaekit.rundir import COMMAND_FILE, RunDir
 from vaekit.train import Run, fit, fit_stage2, setup_run, standard_callbacks
-from vaekit.train.checkpoint import KEEP
 
 __all__ = ["EvalOptions", "Evaluated", "GradientOptions", "RunConfig", "RunDir", "Stage2Config",
            "Written", "configure", "default_run_dir", "distributed", "evaluate",
@@ -180,9 +180,9 @@ def check_evaluation(rd: RunDir, opts: EvalOptions) -> None:
                           f"{opts.memory_mb:g}", "use a smaller K for --naive, or raise "
                           "--memory-mb")
     if opts.generation:
-        check_fits(2 * opts.generation * pair_bytes(rd.stage1), f"--generation "
-                   f"{opts.generation:,} (samples and as many test images)", "ask for fewer",
-                   torch.device("cpu"))
+        check_samples(rd.stage1, 2 * opts.generation, f"--generation {opts.generation:,} "
+                      "(samples and as many test images)", "ask for fewer",
+                      torch.device("cpu"))
 
 
 def evaluate(rd: RunDir, opts: EvalOptions, json_path: Path | None = None,
@@ -250,8 +250,8 @@ def merge_evaluation(res: dict[str, Any], path: Path, record: dict[str, Any]
 
 def check_generate(model: nn.Module, n: int, what: str) -> None:
     """Refuse generating ``n`` examples at once beyond this machine's memory."""
-    check_fits(n * pair_bytes(model), what, "ask for fewer at a time (-n), with another "
-               "--seed for more", torch.device("cpu"))
+    check_samples(model, n, what, "ask for fewer at a time (-n), with another --seed for "
+                  "more", torch.device("cpu"))
 
 
 def labels_for(rd: RunDir, n: int, label: int | None) -> torch.Tensor | None:
@@ -291,7 +291,8 @@ def sample(rd: RunDir, n: int = 64, seed: int = 0, draw: bool = False,
     model = rd.model
     check_generate(model, n, f"-n {n:,} samples")
     y = labels_for(rd, n, label)
-    x = model.sample(n, mean=not draw, generator=torch.Generator().manual_seed(seed), y=y)
+    x = model.sample(n, mean=not draw, generator=seeded_generator(derive_seed(seed, "sample")),
+                     y=y)
     reference = None if x.dim() >= 3 else rd.data.test.x[:2000].cpu()
     atomic_write_bytes(path, picture_bytes(x, path.suffix, reference,
                                            title="samples from the model"))
@@ -316,7 +317,7 @@ def reconstruct(rd: RunDir, n: int = 32, out: Path | None = None,
     x, rec = batch.x.cpu(), rd.stage1.reconstruct(batch.x, batch.y).cpu()
     if x.dim() >= 3:  # rows alternate: originals, reconstructions
         cols = min(8, len(x))
-        pairs = [t for i in range(0, len(x), cols) for t in (x[i : i + cols], rec[i : i + cols])]
+        pairs = [t for lo, hi in chunks(len(x), cols) for t in (x[lo:hi], rec[lo:hi])]
         data = picture_bytes(torch.cat(pairs), path.suffix, nrow=cols)
     else:
         data = picture_bytes(rec, path.suffix, x, title="reconstructions (blue) of test data")

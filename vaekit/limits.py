@@ -48,16 +48,6 @@ def check_fits(need: float, what: str, fix: str, device: torch.device) -> None:
                           f"of memory of {where}", fix)
 
 
-def _as_model(model: nn.Module | Any | None) -> nn.Module | None:
-    """The (meta) model itself; a model config is built on the meta device here for the
-    callers that still pass one (transitional, issue 19: callers pass the model)."""
-    if model is None or isinstance(model, nn.Module):
-        return model
-    from vaekit.models.build import meta_model  # transitional: see the docstring
-
-    return meta_model(model)
-
-
 def pair_bytes(model: nn.Module) -> int:
     """Bytes a decoder pass holds per (sample, example) pair (:func:`numerics.pair_bytes`
     of the model's data size, latent size and the widths of its decoder's dense layers)."""
@@ -75,7 +65,6 @@ def check_model_size(model: nn.Module | None, train_cfg: Any, device: torch.devi
     weights, gradients and two Adam moments (16 bytes per parameter), plus the activations of
     one batch of ``k`` samples per example. ``model``: built on the meta device (None: not
     checked)."""
-    model = _as_model(model)
     if model is None:
         return
     n = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
@@ -96,6 +85,5 @@ def check_samples(model: nn.Module | None, n: int, what: str, fix: str,
                   device: torch.device) -> None:
     """Refuse generating ``n`` examples at once when they cannot fit in memory (``model``
     on the meta device; None: not checked)."""
-    model = _as_model(model)
     if model is not None:
         check_fits(n * pair_bytes(model), what, fix, device)

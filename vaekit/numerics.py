@@ -44,6 +44,21 @@ PRIOR_CHUNK = 1024  # most shared prior samples per decoder pass
 GRADIENT_PAIRS = 16384  # (sample, example) pairs per pass of a reference gradient
 
 
+# ---------------------------------------------------------------- summaries
+
+
+def mean_se(v: torch.Tensor) -> tuple[float, float]:
+    """Mean and its standard error across examples."""
+    v = v.double()
+    se = float(v.std() / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return float(v.mean()), se
+
+
+def to_bits_per_dim(nll_nats: float, offset: float | None, dim: int) -> float | None:
+    """(-log p(x) + offset) / (D ln 2); None when bits/dim do not apply."""
+    return None if offset is None else (nll_nats + offset) / (dim * math.log(2))
+
+
 # ---------------------------------------------------------------- chunked iteration
 
 

@@ -25,6 +25,7 @@ from vaekit.data.transforms import (
 )
 from vaekit.distributed import block
 from vaekit.errors import DataError
+from vaekit.numerics import derive_seed, seeded_generator, seeded_split
 
 
 @dataclass
@@ -93,11 +94,13 @@ def prepare_data(cfg: DataSettings, lik: LikelihoodSpec, seed: int) -> PreparedD
     if len(train) < 2 or len(ds.test) == 0:
         raise DataError(f"{ds.source} has {len(train)} training and {len(ds.test)} test "
                         "examples: too few to train and evaluate", "use a larger dataset")
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     n_val = int(len(train) * cfg.val_fraction)
-    keep, held = Batch(train, train_y)[perm[n_val:]], Batch(train, train_y)[perm[:n_val]]
-    val = Batch(fixed_transform(held.x, transform, ds.levels, cfg.eval_seed), held.y)
-    test = Batch(fixed_transform(ds.test, transform, ds.levels, cfg.eval_seed + 1), ds.test_y)
+    held_i, keep_i = seeded_split(len(train), n_val, seed)
+    keep, held = Batch(train, train_y)[keep_i], Batch(train, train_y)[held_i]
+    val = Batch(fixed_transform(held.x, transform, ds.levels, derive_seed(cfg.eval_seed, "val")),
+                held.y)
+    test = Batch(fixed_transform(ds.test, transform, ds.levels,
+                                 derive_seed(cfg.eval_seed, "test")), ds.test_y)
     return PreparedData(ds, transform, keep.x, keep.y, val, test,
                         protocol(transform, lik, ds.levels, cfg.eval_seed), lik, held.x)
 
@@ -105,8 +108,7 @@ def prepare_data(cfg: DataSettings, lik: LikelihoodSpec, seed: int) -> PreparedD
 def fixed_transform(x: torch.Tensor, transform: str, levels: int | None,
                     seed: int) -> torch.Tensor:
     """The evaluation version of a transform: one draw with a fixed seed (e.g. binarized once)."""
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    return apply_transform(transform, x, levels, g)
+    return apply_transform(transform, x, levels, seeded_generator(seed, x.device))
 
 
 class BatchLoader:

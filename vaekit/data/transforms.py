@@ -29,6 +29,7 @@ from typing import Protocol
 import torch
 
 from vaekit.errors import DataError
+from vaekit.numerics import derive_seed
 
 # f(x, levels, generator) -> model input: the transforms registered by the layers above
 Transform = Callable[[torch.Tensor, "int | None", "torch.Generator | None"], torch.Tensor]
@@ -112,7 +113,8 @@ def check_range(x: torch.Tensor, transform: str, likelihood: LikelihoodSpec,
 
 def describe(transform: str, eval_seed: int) -> str:
     """What a transform does to the training and evaluation data, in one sentence."""
-    seeds = f"validation set once with seed {eval_seed}, test set once with seed {eval_seed + 1}"
+    seeds = (f"validation set once with seed {derive_seed(eval_seed, 'val')}, test set once "
+             f"with seed {derive_seed(eval_seed, 'test')}")
     if transform == "binarize":
         return f"dynamically binarized training data (resampled every batch); {seeds}"
     if transform == "dequantize":

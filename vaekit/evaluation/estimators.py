@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 from vaekit import distributed
 from vaekit.data.batch import Batch, as_batch
 from vaekit.errors import VaekitError
-from vaekit.evaluation.noise import IndexedNoise, NoiseWindow
 from vaekit.limits import pair_bytes
 from vaekit.models.vae import VAE
+from vaekit.noise import IndexedNoise, NoiseWindow
 from vaekit.numerics import (
     CACHE_PAIRS,
     PRIOR_BATCH_BROADCAST,

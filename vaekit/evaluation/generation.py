@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vaekit import distributed
+from vaekit.errors import ConfigError
 from vaekit.io import atomic_write, atomic_write_text
 from vaekit.numerics import (
     DISTANCE_BATCH,
@@ -230,8 +231,6 @@ def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights: str | Path,
     Needs the optional extra ``pip install 'vaekit[fid]'`` and a weights file such as the
     ``pt_inception-2015-12-05`` checkpoint that torch-fidelity uses.
     """
-    from vaekit.errors import ConfigError
-
     if not Path(weights).is_file():
         raise ConfigError(f"Inception weights {weights} do not exist",
                           "point --inception-weights at a local weights file")

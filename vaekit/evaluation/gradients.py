@@ -52,7 +52,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 from torch.distributions import Independent, Normal
 
@@ -276,25 +275,3 @@ def _measure(model: VAE, batch: Batch, est: Estimator, s: int, repeats: int,
     target = "ELBO" if est.objective == "elbo" else f"IWAE-{s}"
     return [{"estimator": est.name, "objective": target, "samples": s, "group": g,
              **stats[g].summary(), "seconds_per_estimate": seconds} for g in groups]
-
-
-def variance_figure(study: dict[str, Any]) -> Figure:
-    """tr Cov of each estimator vs S (log-log), one panel per parameter group; IWAE-S
-    estimators (whose target changes with S) dashed."""
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, len(GROUPS))
-    for ax, group in zip(axes, GROUPS, strict=True):
-        for name in study["estimators"]:
-            pts = [(r["samples"], r["variance"]) for r in study["rows"]
-                   if r["estimator"] == name and r["group"] == group]
-            if pts:
-                style = "--" if ESTIMATORS[name].objective == "iwae" else "-"
-                ax.plot(*zip(*pts, strict=True), style, marker="o", ms=3, label=name)
-        ax.set(xscale="log", yscale="log", xlabel="samples S per example",
-               ylabel="tr Cov of the gradient estimate", title=f"{group} parameters")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"gradient variance over {study['repeats']} estimates, batch of "
-                 f"{study['batch_size']}")
-    fig.tight_layout()
-    return fig

@@ -11,45 +11,13 @@ from typing import Any
 
 import torch
 
-from vaekit import distributed
 from vaekit.data.batch import Batch, as_batch
 from vaekit.evaluation.estimators import estimate_log_px
-from vaekit.evaluation.noise import IndexedNoise
 from vaekit.models.vae import VAE
-from vaekit.numerics import EVAL_BATCH, chunks, derive_seed
-from vaekit.objectives.elbo import elbo
+from vaekit.numerics import EVAL_BATCH, derive_seed, mean_se, to_bits_per_dim
+from vaekit.objectives.elbo import elbo_terms
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): unit u is active if Cov_x(E_q[z_u]) > 0.01
-
-
-def mean_se(v: torch.Tensor) -> tuple[float, float]:
-    """Mean and its standard error across examples."""
-    v = v.double()
-    se = float(v.std() / math.sqrt(len(v))) if len(v) > 1 else float("nan")
-    return float(v.mean()), se
-
-
-def to_bits_per_dim(nll_nats: float, offset: float | None, dim: int) -> float | None:
-    """(-log p(x) + offset) / (D ln 2); None when bits/dim do not apply."""
-    return None if offset is None else (nll_nats + offset) / (dim * math.log(2))
-
-
-@torch.no_grad()
-def elbo_terms(model: VAE, data: Batch | torch.Tensor, batch_size: int = EVAL_BATCH,
-               seed: int = 0) -> dict[str, torch.Tensor]:
-    """Per-example one-sample ELBO, E_q[log p(x|z)] estimate, KL and E_q[z]: ``elbo`` with
-    fixed noise (example i's noise depends on (seed, i) only). (N,), (N, L) for ``mu``.
-    Inside ``distributed.sharded()`` each rank computes a block of the examples."""
-    data = as_batch(data)
-    noise = IndexedNoise(model.latent_dim, seed, data.device)
-    parts: dict[str, list[torch.Tensor]] = {"elbo": [], "log_px_z": [], "kl": [], "mu": []}
-    a, b = distributed.local_rows(len(data))
-    for lo, hi in chunks(b, batch_size, a):
-        t = elbo(model, data[lo:hi], eps=noise.block(torch.arange(lo, hi), 1)[0])  # (B, L) noise
-        for key, val in (("elbo", t.value), ("log_px_z", t.log_px_z), ("kl", t.kl),
-                         ("mu", t.posterior.mean)):
-            parts[key].append(val)
-    return {k: distributed.gather_rows(torch.cat(v), len(data)) for k, v in parts.items()}
 
 
 def active_units(mu: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> torch.Tensor:

@@ -37,8 +37,9 @@ from vaekit.evaluation.kde import (
 )
 from vaekit.evaluation.marginal import marginal_likelihood
 from vaekit.evaluation.metrics import elbo_terms, evaluate, mean_se, to_bits_per_dim
-from vaekit.models.two_stage import TwoStageVAE, posterior_codes
+from vaekit.models.two_stage import CODES, TwoStageVAE, posterior_codes
 from vaekit.models.vae import VAE
+from vaekit.numerics import EVAL_BATCH, derive_seed, seeded_generator, seeded_subset
 
 
 @dataclass
@@ -56,7 +57,7 @@ class EvalOptions:
     baselines: bool = False  # exact log p(x) of a full-covariance Gaussian and PPCA (or pmf)
     memory_mb: float = 1024.0  # memory budget of the sampling estimators
     seed: int = 0
-    batch_size: int = 1000
+    batch_size: int = EVAL_BATCH
 
     def validate(self) -> None:
         """One-line errors for values no evaluation can use."""
@@ -175,8 +176,9 @@ def marginal_section(model: VAE, data: PreparedData, x: Batch,
     t = time.perf_counter()
     k = opts.loglik or opts.k or 1
     out = marginal_likelihood(model, x, k=k, k_naive=opts.naive, bpd_offset=data.bpd_offset,
-                              seed=opts.seed + 1, memory_mb=opts.memory_mb,
-                              elbo_seed=opts.seed, extra_ks=[opts.k] if opts.k <= k else [])
+                              seed=derive_seed(opts.seed, "importance"), memory_mb=opts.memory_mb,
+                              elbo_seed=derive_seed(opts.seed, "elbo"),
+                              extra_ks=[opts.k] if opts.k <= k else [])
     out["seconds"] = round(time.perf_counter() - t, 2)
     return out
 
@@ -185,8 +187,9 @@ def two_stage_section(model: TwoStageVAE, x: Batch, opts: EvalOptions) -> dict[s
     """Stage 2's ELBO of the evaluation split's codes (one draw z ~ q1(z|x) each), its
     learned gamma_z, and stage 1's gamma."""
     codes = posterior_codes(model.stage1, x.x, opts.batch_size)
-    z = fixed_transform(codes, "posterior-sample", None, opts.seed + 5)
-    terms = elbo_terms(model.stage2, z, opts.batch_size, seed=opts.seed + 6)
+    z = fixed_transform(codes, CODES, None, derive_seed(opts.seed, "stage2-codes"))
+    terms = elbo_terms(model.stage2, z, opts.batch_size,
+                       seed=derive_seed(opts.seed, "stage2-elbo"))
     mean, se = mean_se(terms["elbo"])
     return {"stage2_elbo": mean, "stage2_elbo_se": se, "latent_dim": z.shape[1],
             "stage1": model.likelihood.extra_metrics(),
@@ -213,14 +216,14 @@ def generation_section(model: VAE, data: PreparedData, opts: EvalOptions) -> dic
     real = features(net, real_x)
     labels = None
     if model.conditional:  # y as often as in the training data, drawn with a fixed seed
-        g = torch.Generator().manual_seed(opts.seed + 7)
+        g = seeded_generator(derive_seed(opts.seed, "generation-labels"))
         labels = data.train_y.cpu()[torch.randint(len(data.train_y), (n,), generator=g)]
     samplers = {"model": model}
     if isinstance(model, TwoStageVAE):
         samplers = {"two_stage": model, "stage1_prior": model.stage1}
     out = {"n": n, "seed": opts.seed, **info}
     for name, m in samplers.items():
-        fake = generate(m, n, opts.seed, labels=labels)
+        fake = generate(m, n, derive_seed(opts.seed, "generation"), labels=labels)
         fake = fake.clamp(0, 1) if ds.is_image else fake
         out[name] = scores(real, features(net, fake))
         if opts.inception_weights:
@@ -236,17 +239,18 @@ def kde_section(model: VAE, data: PreparedData, x: Batch, opts: EvalOptions) -> 
     (a pmf) for binary data, a Gaussian kernel otherwise, on dequantized data where the
     likelihood is a pmf of quantized values. Model samples are draws x ~ p(x|z), z ~ p(z).
     """
-    g = torch.Generator().manual_seed(opts.seed)
+    g = seeded_generator(derive_seed(opts.seed, "kde-subset"))  # then the Parzen labels
     n = min(opts.kde_max_train, len(data.train_raw))
-    idx = torch.randperm(len(data.train_raw), generator=g)[:n].to(data.train_raw.device)
+    idx = seeded_subset(len(data.train_raw), n, g).to(data.train_raw.device)
     c = protocol_splits(data, opts.split, opts.seed, rows=idx)  # seeds of their own
     kernel, kde_t, val, test = c.kernel, c.transform, c.val, c.test
     kde = kde_baseline(c.train, val, test, bpd_offset=c.bpd_offset, kernel=kernel)
     y = None
     if model.conditional:  # samples of p(x) = sum_y p(y) p(x|y), labels as often as in the data
         y = data.train_y[torch.randint(len(data.train_y), (n,), generator=g)]
-    torch.manual_seed(opts.seed)
-    samples = _in_kde_space(model.sample(n, mean=False, y=y), data, kde_t, opts.seed + 1003)
+    torch.manual_seed(derive_seed(opts.seed, "parzen-draws"))
+    samples = _in_kde_space(model.sample(n, mean=False, y=y), data, kde_t,
+                            derive_seed(opts.seed, "kde-samples"))
     h, _ = select_bandwidth(samples, val, kernel=kernel)
     grid = sorted({min(h * f, 0.49) if kernel == "bernoulli" else h * f
                    for f in (0.25, 0.5, 1.0, 2.0, 4.0)})

@@ -30,7 +30,7 @@ def _draw_codes(x: torch.Tensor, _levels: int | None,
     """Stored (B, 2, k) = (mu, sigma) of stage-1 posteriors -> z = mu + sigma * eps, (B, k),
     eps ~ N(0, I) (redrawn at every visit in training)."""
     eps = torch.randn(x[:, 0].shape, generator=generator, device=x.device)
-    return x[:, 0] + x[:, 1] * eps
+    return reparameterize(x[:, 0], x[:, 1], eps)
 
 
 def _check_codes(x: torch.Tensor, what: str) -> None:

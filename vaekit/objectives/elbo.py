@@ -16,11 +16,13 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution
 
+from vaekit import distributed
 from vaekit.data.batch import Batch, as_batch
 from vaekit.distributions.encoder import draw_z
 from vaekit.errors import ConfigError
 from vaekit.models.vae import VAE
-from vaekit.numerics import chunks, log_mean_exp
+from vaekit.noise import IndexedNoise
+from vaekit.numerics import EVAL_BATCH, chunks, log_mean_exp
 from vaekit.registry import OBJECTIVES, Options
 
 KL_ESTIMATORS = ("analytic", "mc")
@@ -54,6 +56,24 @@ def elbo(model: VAE, batch: Batch | torch.Tensor, beta: float = 1.0, kl: str = "
     # analytic: the prior's closed form where it has one; mc: log q(z|x) - log p(z) at z
     kl_term = model.prior.kl(q, z, analytic=kl == "analytic")
     return ELBOTerms(log_px_z - beta * kl_term, log_px_z, kl_term, q)
+
+
+@torch.no_grad()
+def elbo_terms(model: VAE, data: Batch | torch.Tensor, batch_size: int = EVAL_BATCH,
+               seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per-example one-sample ELBO, E_q[log p(x|z)] estimate, KL and E_q[z]: ``elbo`` with
+    fixed noise (example i's noise depends on (seed, i) only). (N,), (N, L) for ``mu``.
+    Inside ``distributed.sharded()`` each rank computes a block of the examples."""
+    data = as_batch(data)
+    noise = IndexedNoise(model.latent_dim, seed, data.device)
+    parts: dict[str, list[torch.Tensor]] = {"elbo": [], "log_px_z": [], "kl": [], "mu": []}
+    a, b = distributed.local_rows(len(data))
+    for lo, hi in chunks(b, batch_size, a):
+        t = elbo(model, data[lo:hi], eps=noise.block(torch.arange(lo, hi), 1)[0])  # (B, L) noise
+        for key, val in (("elbo", t.value), ("log_px_z", t.log_px_z), ("kl", t.kl),
+                         ("mu", t.posterior.mean)):
+            parts[key].append(val)
+    return {k: distributed.gather_rows(torch.cat(v), len(data)) for k, v in parts.items()}
 
 
 def log_weights(model: VAE, batch: Batch | torch.Tensor, k: int,

@@ -23,6 +23,7 @@ from vaekit.evaluation.diagnostics import kl_per_dimension
 from vaekit.evaluation.metrics import ACTIVE_THRESHOLD
 from vaekit.models.two_stage import TwoStageVAE
 from vaekit.models.vae import VAE
+from vaekit.numerics import derive_seed, seeded_generator
 from vaekit.rundir import RunDir
 
 MAX_CODES = 2000  # test examples whose codes the latent figures use
@@ -84,8 +85,9 @@ class ReportContext:
         return self.evals.get("test") or self.evals.get("val")
 
     # ---------------------------------------------------------------- shared quantities
-    def generator(self, offset: int = 0) -> torch.Generator:
-        return torch.Generator().manual_seed(self.options.seed + offset)
+    def generator(self, purpose: str) -> torch.Generator:
+        """A generator seeded for one figure's draws (a purpose of ``numerics.derive_seed``)."""
+        return seeded_generator(derive_seed(self.options.seed, purpose))
 
     def test_batch(self, n: int = MAX_CODES) -> Batch:
         return self.data.test[:n]

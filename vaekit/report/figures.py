@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator
 
 from vaekit.evaluation.estimators import estimate_log_px
 from vaekit.models.vae import VAE
+from vaekit.numerics import derive_seed
 from vaekit.report.context import ReportContext
 from vaekit.report.plots import ESTIMATOR_LABELS, loglik_panel, scatter_panel, show_images
 
@@ -210,7 +211,7 @@ def samples(ctx: ReportContext) -> Figure:
     fig = Figure()
     size = (5.6, 6.0) if ctx.is_image else (5.0, 5.0)
     for ax, (title, m) in zip(_grid(fig, len(samplers), size=size), samplers, strict=True):
-        x = m.sample(n, generator=ctx.generator(1), y=ctx.labels_for(n))
+        x = m.sample(n, generator=ctx.generator("report-samples"), y=ctx.labels_for(n))
         if ctx.is_image:
             show_images(ax, x, nrow=8, title=title)
         else:
@@ -249,10 +250,11 @@ def ring_densities(ctx: ReportContext) -> dict[str, Any]:
     grid, extent = density_grid(test, o.density_grid)
     out: dict[str, Any] = {"extent": extent, "k": o.density_k, "n": o.density_grid}
     for proposal, name in (("encoder", "importance"), ("prior", "naive")):
-        dens = learned_log_density(m, grid, o.density_k, proposal, o.seed + 11)
+        grid_seed, test_seed = (derive_seed(o.seed, p) for p in ("density-grid", "density-test"))
+        dens = learned_log_density(m, grid, o.density_k, proposal, grid_seed)
         out[name] = dens.reshape(o.density_grid, o.density_grid)
         out[f"{name}_test"] = float(learned_log_density(m, test, o.density_k, proposal,
-                                                        o.seed + 12).mean())
+                                                        test_seed).mean())
     ctx.cache["density"] = out
     return out
 
@@ -273,7 +275,7 @@ def ring_densities(ctx: ReportContext) -> dict[str, Any]:
 def density_2d(ctx: ReportContext) -> Figure:
     d = ring_densities(ctx)
     test = ctx.test_batch().x
-    draws = ctx.stage1.sample(len(test), mean=False, generator=ctx.generator(2))
+    draws = ctx.stage1.sample(len(test), mean=False, generator=ctx.generator("report-draws"))
     fig = Figure(figsize=(10, 9))
     axes = list(fig.subplots(2, 2).flat)  # data, samples | both estimates of log p(x)
     ext = d["extent"]

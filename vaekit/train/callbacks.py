@@ -20,8 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from vaekit import distributed
-from vaekit.evaluation.metrics import elbo_terms, to_bits_per_dim
 from vaekit.io import atomic_write_text
+from vaekit.numerics import derive_seed, seeded_generator, to_bits_per_dim
+from vaekit.objectives.elbo import elbo_terms
 from vaekit.train.base import Callback, DivergenceError, Run
 
 
@@ -32,7 +33,8 @@ def validate(run: Run) -> dict[str, float]:
         return {}
     run.model.eval()
     with distributed.sharded():  # data parallel: each rank a block of the examples
-        v = elbo_terms(run.model, val, cfg.train.eval_batch_size, seed=cfg.data.eval_seed)
+        v = elbo_terms(run.model, val, cfg.train.eval_batch_size,
+                       seed=derive_seed(cfg.data.eval_seed, "val-elbo"))
     val_elbo = float(v["elbo"].double().mean())
     out = {"val_elbo": val_elbo, "val_kl": float(v["kl"].double().mean()),
            "val_log_px_z": float(v["log_px_z"].double().mean())}  # ELBO = log_px_z - KL
@@ -231,7 +233,7 @@ class TensorBoard(Callback):
         model, n = run.model, 64
         y = torch.arange(n, device=run.device) % run.cfg.model.num_classes \
             if model.conditional else None
-        gen = torch.Generator(device=run.device).manual_seed(run.cfg.train.seed)
+        gen = seeded_generator(derive_seed(run.cfg.train.seed, "sample-grid"), run.device)
         x = model.sample(n, generator=gen, y=y)
         val = run.data.val[:32] if len(run.data.val) else run.data.test[:32]
         rec = model.reconstruct(val)

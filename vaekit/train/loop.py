@@ -29,6 +29,8 @@ from vaekit.errors import CheckpointError, ConfigError
 from vaekit.io import write_error
 from vaekit.limits import check_model_size
 from vaekit.models import build_model
+from vaekit.models.build import meta_model
+from vaekit.numerics import derive_seed, seeded_generator
 from vaekit.registry import LIKELIHOODS
 from vaekit.train.base import Callback, DivergenceError, Run, TrainState, rank_seed, resolve_device
 from vaekit.train.checkpoint import has_checkpoint, load_run_config
@@ -97,9 +99,9 @@ def setup_run(cfg: RunConfig | None, run_dir: str | Path | None = None, *,
     device = distributed.local_device(resolve_device(cfg.train.device))
     data = (data if data is not None else prepare_run_data(cfg)).to(device)
     _fill_from_data(cfg, data)
-    torch.manual_seed(cfg.train.seed)
-    if model is None:
-        check_model_size(cfg.model, cfg.train, device, len(data.train_raw))  # before allocating
+    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
+    if model is None:  # its size is checked before anything is allocated
+        check_model_size(meta_model(cfg.model), cfg.train, device, len(data.train_raw))
         model = build_model(cfg.model)
         _init_from_data(model, data)
     model = model.to(device)
@@ -108,7 +110,7 @@ def setup_run(cfg: RunConfig | None, run_dir: str | Path | None = None, *,
     if world.rank:  # every rank its own reparameterization noise (rank 0: as one process)
         torch.manual_seed(rank_seed(cfg.train.seed, world.rank))
     optimizer = optimizer or make_optimizer(model, cfg.train.lr)
-    gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)  # same on every rank
+    gen = seeded_generator(derive_seed(cfg.train.seed, "data-order"), device)  # every rank
     loader = BatchLoader(data.train_raw, data.transform, data.levels,
                          cfg.train.batch_size * world.size, gen, labels=data.train_y,
                          shard=(world.rank, world.size))
@@ -155,7 +157,8 @@ def _init_from_data(model: nn.Module, data: PreparedData, n: int = 10_000) -> No
     from a fixed-seed transformed sample of up to n training examples."""
     likelihood = getattr(model, "likelihood", None)
     if likelihood is not None:
-        x = fixed_transform(data.train_raw[:n], data.transform, data.levels, seed=0)
+        x = fixed_transform(data.train_raw[:n], data.transform, data.levels,
+                            seed=derive_seed(0, "init-from-data"))
         likelihood.init_from_data(x.to(torch.get_default_dtype()).cpu())
 
 

@@ -7,7 +7,7 @@ own config, checkpoint and logs). Opened again (``vaekit.rundir.RunDir``), it is
 composite :class:`~vaekit.models.two_stage.TwoStageVAE`.
 
 Stage 2's data are stage 1's posteriors q1(z|x) = N(mu(x), diag sigma(x)^2) of the training
-examples (one fixed transformed draw of each, seed ``data.eval_seed + 2``), stored as
+examples (one fixed transformed draw of each, seed purpose ``codes-train``), stored as
 (N, 2, k) and sampled z = mu + sigma * eps at every visit (transform ``posterior-sample``);
 validation and test codes come from the run's fixed validation and test data. The caller
 passes the stage-1 model and data it holds: the run just trained, or a run directory
@@ -28,6 +28,7 @@ from vaekit.data.pipeline import PreparedData, fixed_transform
 from vaekit.data.transforms import protocol
 from vaekit.models.two_stage import CODES, posterior_codes
 from vaekit.models.vae import VAE
+from vaekit.numerics import derive_seed
 from vaekit.registry import LIKELIHOODS
 from vaekit.train.base import Run
 from vaekit.train.callbacks import standard_callbacks
@@ -37,9 +38,11 @@ from vaekit.train.loop import fit, setup_run
 STAGE2 = "stage2"  # the sub-folder of a run directory that holds stage 2
 
 
-def codes_data(model: VAE, data: PreparedData, seed: int) -> PreparedData:
-    """Stage 2's data: the codes of stage 1's training, validation and test splits."""
-    x_train = fixed_transform(data.train_raw, data.transform, data.levels, seed)
+def codes_data(model: VAE, data: PreparedData, eval_seed: int) -> PreparedData:
+    """Stage 2's data: the codes of stage 1's training, validation and test splits (the
+    fixed draws of the run's ``data.eval_seed``)."""
+    x_train = fixed_transform(data.train_raw, data.transform, data.levels,
+                              derive_seed(eval_seed, "codes-train"))
     train, val, test = (posterior_codes(model, x) for x in (x_train, data.val.x, data.test.x))
     lik = LIKELIHOODS.get("gaussian-gamma").build
     ds = Dataset("stage-1 codes", train.cpu(), test.cpu(), None,
@@ -48,8 +51,10 @@ def codes_data(model: VAE, data: PreparedData, seed: int) -> PreparedData:
     def draw(codes: torch.Tensor, s: int) -> Batch:  # one fixed draw z = mu + sigma * eps
         return Batch(fixed_transform(codes, CODES, None, s))
 
-    return PreparedData(ds, CODES, train, None, draw(val, seed + 1), draw(test, seed + 2),
-                        protocol(CODES, lik, None, seed + 1), lik, val)
+    val_seed = derive_seed(eval_seed, "codes-val")
+    return PreparedData(ds, CODES, train, None, draw(val, val_seed),
+                        draw(test, derive_seed(eval_seed, "codes-test")),
+                        protocol(CODES, lik, None, val_seed), lik, val)
 
 
 def stage2_run_config(cfg: RunConfig) -> RunConfig:
@@ -68,7 +73,7 @@ def fit_stage2(stage1: VAE, data: PreparedData, cfg: RunConfig, run_dir: str | P
     ``stage1`` model of ``data``, into ``run_dir/stage2``; or continue it where its
     checkpoint stopped. Returns the stage-2 run."""
     out = Path(run_dir) / STAGE2
-    codes = codes_data(stage1, data, cfg.data.eval_seed + 2)
+    codes = codes_data(stage1, data, cfg.data.eval_seed)
     run = setup_run(stage2_run_config(cfg), out, resume=has_checkpoint(out), data=codes)
     return fit(run, standard_callbacks(run, progress=progress, echo=echo,
                                        checkpoint_every=checkpoint_every))
