@@ -37,7 +37,7 @@ EST_SEED = 0
 
 
 def train_model(run_dir: str, epochs: int, limit: int) -> dict[str, Any]:
-    """The classic 784-400-20 Bernoulli VAE, trained briefly by vaekit.train.train."""
+    """The classic 784-400-20 Bernoulli VAE, trained briefly by vaekit.api.train."""
     import contextlib
     import io
 

@@ -207,7 +207,7 @@ def _quiet():
 
 
 def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
-    """(d) vaekit.train.train() through the public API; images/s from its history rows
+    """(d) vaekit.api.train() through the public API; images/s from its history rows
     (training loop only): median and best of the epochs after the first. ``extra``:
     TrainConfig fields of a variant (precision, compile, fused)."""
     import dataclasses
@@ -238,7 +238,7 @@ def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
             "train_peak_rss_mb": round(rss_mb(), 1),  # before the test evaluation below
             "test_neg_elbo": round(_test_neg_elbo(res.model, _test_set()), 3),
             "train_config": dataclasses.asdict(cfg.train), "fast_path": res.fast_path,
-            "notes": f"vaekit.train.train, {len(rows[1:]) or 1} timed epoch(s) of "
+            "notes": f"vaekit.api.train, {len(rows[1:]) or 1} timed epoch(s) of "
                      f"{len(res.data.train_raw)} images after 1 warm-up epoch"}
 
 

@@ -219,7 +219,7 @@ def test_a_resume_on_other_ranks_keeps_the_saved_global_batch(tmp_path):
             assert (c.train.batch_size, c.train.world_size) == (per_rank, size)
             assert bool(notes) == (size != 2)
     assert (saved.train.batch_size, saved.train.world_size) == (32, 2)  # a copy was resolved
-    with pytest.raises(CheckpointError, match="train.batch_size = 48 does not match"):
+    with pytest.raises(CheckpointError, match=r"train\.batch_size = 48 does not match"):
         resume_config(saved, cfg(48), 1, tmp_path)
     with pytest.raises(ConfigError, match="cannot be split evenly across 3 ranks"):
         resume_config(saved, cfg(32), 3, tmp_path)

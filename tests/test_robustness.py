@@ -331,10 +331,10 @@ class PoisonAlways(Callback):
 
 def test_a_run_that_always_diverges_stops_with_its_last_finite_checkpoint(tmp_path, cli,
                                                                           monkeypatch):
-    import vaekit.train.callbacks as callbacks_mod
+    import vaekit.api as api
 
-    standard = callbacks_mod.standard_callbacks
-    monkeypatch.setattr(callbacks_mod, "standard_callbacks",
+    standard = api.standard_callbacks
+    monkeypatch.setattr(api, "standard_callbacks",
                         lambda *a, **k: [*standard(*a, **k), PoisonAlways(STEPS + 3)])
     run = tmp_path / "div"
     res = cli("train", *RING, "--epochs", "3", "--checkpoint-every", "2", "--out", run)
@@ -574,7 +574,7 @@ def test_an_internal_error_is_one_line_too(tmp_path, cli, monkeypatch):
     def bug(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr("vaekit.run.configure", bug)
+    monkeypatch.setattr("vaekit.cli.configure", bug)
     res = cli("train", *RING, "--out", tmp_path / "x")
     assert res.code == 1 and len(res.err.splitlines()) == 1
     assert "internal error ZeroDivisionError" in res.err and "--debug" in res.err

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import vaekit.train.callbacks as callbacks_mod
+import vaekit.api as api
 from vaekit.api import load_model, train
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.train import Callback
@@ -118,12 +118,12 @@ class Interrupt(Callback):
 
 def interrupt_after(monkeypatch, n_steps: int) -> None:
     """Every training run started from now on (train(), the CLI) stops after n_steps."""
-    standard = callbacks_mod.standard_callbacks
+    standard = api.standard_callbacks
 
     def with_interrupt(*args, **kwargs):
         return [*standard(*args, **kwargs), Interrupt(n_steps)]
 
-    monkeypatch.setattr(callbacks_mod, "standard_callbacks", with_interrupt)
+    monkeypatch.setattr(api, "standard_callbacks", with_interrupt)  # what api.train calls
 
 
 def test_mid_epoch_resume_is_bitwise_identical(tmp_path, monkeypatch):

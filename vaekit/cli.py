@@ -76,7 +76,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def cmd_train(api: ModuleType, args: argparse.Namespace, argv: list[str]) -> None:
-    flags = overrides(args, TRAIN_FLAGS) | ({"stage2": {}} if args.two_stage else {})
+    flags = overrides(args, TRAIN_FLAGS)
+    if args.two_stage:
+        flags.setdefault("stage2", {})
     if args.checkpoint_every < 0 or args.keep_checkpoints < 1:
         raise ConfigError("--checkpoint-every must be >= 0 and --keep-checkpoints >= 1",
                           f"pass e.g. --checkpoint-every 0 --keep-checkpoints {KEEP}")
