@@ -31,7 +31,7 @@ from torch import nn
 from vaekit import distributed
 from vaekit.config import KEEP, RunConfig, Stage2Config, configure, stage2_settings
 from vaekit.data.datasets import list_datasets
-from vaekit.errors import CheckpointError, ConfigError
+from vaekit.errors import CheckpointError, ConfigError, VaekitError
 from vaekit.evaluation.gradients import gradient_study
 from vaekit.evaluation.suite import SECTIONS, EvalOptions, evaluate_all
 from vaekit.io import atomic_write_bytes, atomic_write_text
@@ -270,6 +270,15 @@ def labels_for(rd: RunDir, n: int, label: int | None) -> torch.Tensor | None:
     return torch.arange(n) % classes
 
 
+def reference_data(rd: RunDir, n: int = 2000) -> torch.Tensor | None:
+    """Up to n test examples to draw beside samples of vector data, when the data set is at
+    hand (sampling needs only the run directory)."""
+    try:
+        return rd.data.test.x[:n].cpu()
+    except VaekitError:
+        return None
+
+
 @dataclass
 class Written:
     """Files a command wrote, and what they hold."""
@@ -293,7 +302,7 @@ def sample(rd: RunDir, n: int = 64, seed: int = 0, draw: bool = False,
     y = labels_for(rd, n, label)
     x = model.sample(n, mean=not draw, generator=seeded_generator(derive_seed(seed, "sample")),
                      y=y)
-    reference = None if x.dim() >= 3 else rd.data.test.x[:2000].cpu()
+    reference = None if x.dim() >= 3 else reference_data(rd)
     atomic_write_bytes(path, picture_bytes(x, path.suffix, reference,
                                            title="samples from the model"))
     buf = io.BytesIO()
