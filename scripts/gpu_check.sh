@@ -11,7 +11,9 @@
 #   bench_train benchmarks/bench_train.py --sections device --device cuda: the MLP VAE
 #               (784-400-20) with the whole Fashion-MNIST on the GPU, vaekit fp32 / autograd /
 #               bf16 / compile and a plain loop eager and as a CUDA graph, batch 128 and 4096
-#   bench_conv  benchmarks/bench_conv.py --device cuda: the conv VAE of Dai & Wipf, batch 64
+#               (vaekit-compile in a stage of its own: a time-out there loses only it)
+#   bench_conv  benchmarks/bench_conv.py --device cuda: the conv VAE of Dai & Wipf, batch 64,
+#               NCHW and channels_last
 #   quickstart  one epoch of the quick start's model (vaekit train --device cuda) + evaluate
 # and writes one JSON of all figures (img/s, test counts, timings, device, torch version).
 #
@@ -96,28 +98,33 @@ else
   echo "[gpu-check] NO CUDA GPU here (torch.cuda.is_available() is False): the CUDA tests will skip and the GPU stages are skipped; exit status 3"
 fi
 
-stage tests 180 "$PYTHON" -m pytest -m cuda -q -rs -p no:cacheprovider \
+stage tests 120 "$PYTHON" -m pytest -m cuda -q -rs -p no:cacheprovider \
   --junitxml="$WORK/junit.xml" --durations=10
 
+GPU_STAGES="bench_train_b128 bench_train_compile bench_train_b4096 bench_conv quickstart"
 FMNIST=$("$PYTHON" -c "from vaekit.data.datasets import locate; print(locate('fashion-mnist') or '')")
 if [ "$GPU" != 1 ]; then
-  for s in bench_train_b128 bench_train_b4096 bench_conv quickstart; do skip "$s" "no CUDA GPU"; done
+  for s in $GPU_STAGES; do skip "$s" "no CUDA GPU"; done
 elif [ -z "$FMNIST" ]; then
-  for s in bench_train_b128 bench_train_b4096 bench_conv quickstart; do
+  for s in $GPU_STAGES; do
     skip "$s" "Fashion-MNIST not found (scripts/setup.sh --with-data, or its IDX files in \$VAEKIT_DATA/fashion-mnist/)"
   done
 else
-  stage bench_train_b128 130 "$PYTHON" benchmarks/bench_train.py --sections device --device "$DEV" \
-    --device-batches 128 --epochs 3 ${QUICK[@]+"${QUICK[@]}"} --json "$WORK/bench_train_b128.json"
-  stage bench_train_b4096 70 "$PYTHON" benchmarks/bench_train.py --sections device --device "$DEV" \
+  stage bench_train_b128 90 "$PYTHON" benchmarks/bench_train.py --sections device --device "$DEV" \
+    --device-batches 128 --epochs 3 --device-contenders tensor-loop tensor-loop-cudagraph vaekit \
+    vaekit-autograd vaekit-bf16 ${QUICK[@]+"${QUICK[@]}"} --json "$WORK/bench_train_b128.json"
+  stage bench_train_compile 75 "$PYTHON" benchmarks/bench_train.py --sections device --device "$DEV" \
+    --device-batches 128 --epochs 3 --device-contenders vaekit-compile ${QUICK[@]+"${QUICK[@]}"} \
+    --json "$WORK/bench_train_compile.json"
+  stage bench_train_b4096 60 "$PYTHON" benchmarks/bench_train.py --sections device --device "$DEV" \
     --device-batches 4096 --epochs 5 --device-contenders tensor-loop tensor-loop-cudagraph vaekit vaekit-bf16 \
     ${QUICK[@]+"${QUICK[@]}"} --json "$WORK/bench_train_b4096.json"
-  stage bench_conv 80 "$PYTHON" benchmarks/bench_conv.py --device "$DEV" --cycles 10 --chunk-steps 40 \
-    --contenders tensor-loop vaekit tensor-loop-channels-last vaekit-channels-last vaekit-compile \
+  stage bench_conv 75 "$PYTHON" benchmarks/bench_conv.py --device "$DEV" --cycles 10 --chunk-steps 40 \
+    --contenders tensor-loop vaekit tensor-loop-channels-last vaekit-channels-last \
     ${QUICK[@]+"${QUICK[@]}"} --json "$WORK/bench_conv.json"
   LIMIT=()
   [ "$DEV" = cpu ] && LIMIT=(--limit 6000)
-  stage quickstart 70 bash -c '"$PYTHON" -m vaekit train --data fashion-mnist --device "$1" --epochs 1 \
+  stage quickstart 60 bash -c '"$PYTHON" -m vaekit train --data fashion-mnist --device "$1" --epochs 1 \
       --out "$0/quickstart" --no-progress "${@:2}" && "$PYTHON" -m vaekit evaluate "$0/quickstart" \
       --k 1000 --device "$1" --no-report' "$WORK" "$DEV" ${LIMIT[@]+"${LIMIT[@]}"}
 fi
@@ -189,7 +196,8 @@ def quickstart():
     ev = load("quickstart/eval-test.json")
     return {"epochs": rows, "eval_test": ev} if rows or ev else None
 
-names = ["tests", "bench_train_b128", "bench_train_b4096", "bench_conv", "quickstart"]
+names = ["tests", "bench_train_b128", "bench_train_compile", "bench_train_b4096", "bench_conv",
+         "quickstart"]
 stages = {n: status(n) for n in names}
 failed = [n for n, s in stages.items() if s and not s["status"].startswith(("passed", "skipped"))]
 env = load("env.json") or {}
@@ -200,7 +208,8 @@ rec = {"gpu": bool(env.get("cuda_available")), "device": device, "env": env,
                   f"failed: {', '.join(failed)}{dry} (exit 1)" if failed else
                   f"all passed{dry} (exit 0)"),
        "stages": stages, "tests": tests(),
-       "bench_train": {"batch_128": throughput("bench_train_b128"),
+       "bench_train": {"batch_128": {**(throughput("bench_train_b128") or {}),
+                                     **(throughput("bench_train_compile") or {})},
                        "batch_4096": throughput("bench_train_b4096")},
        "bench_conv": throughput("bench_conv"), "quickstart": quickstart()}
 out.write_text(json.dumps(rec, indent=2) + "\n")
