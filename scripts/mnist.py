@@ -46,8 +46,10 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from vaekit.runtime import configure_cpu_runtime, keep_freed_memory  # noqa: E402
 
-RUNTIME = configure_cpu_runtime()  # before torch loads (as the CLI does)
-keep_freed_memory()
+RUNTIME: dict[str, str] = {}
+if __name__ == "__main__":  # before torch loads, as the CLI does (not when imported)
+    RUNTIME = configure_cpu_runtime()
+    keep_freed_memory()
 
 import torch  # noqa: E402
 
@@ -73,8 +75,9 @@ PUBLISHED = [
 def config(objective: dict[str, Any], limit: int, seed: int) -> RunConfig:
     """The 1-layer architecture of Burda et al. on dynamically binarized MNIST."""
     n = limit or 60000
-    return RunConfig(
-        data=DataConfig(name="mnist", transform="binarize", val_fraction=VAL / n, limit=limit),
+    return RunConfig(  # 400 held out (at most 10% of a --limit)
+        data=DataConfig(name="mnist", transform="binarize", val_fraction=min(VAL / n, 0.1),
+                        limit=limit),
         model=ModelConfig(latent_dim=50, likelihood="bernoulli",
                           arch={"name": "mlp", "hidden": [200, 200], "activation": "tanh"}),
         train=TrainConfig(epochs=0, batch_size=BATCH, lr=STAGES[0][1], seed=seed,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,35 @@ def test_installed_mnist_is_the_real_one():
     for name, size in SIZES.items():
         assert (where / name).stat().st_size == size, name
         assert hashlib.sha256((where / name).read_bytes()).hexdigest() == pinned[name], name
+
+
+def test_the_burda_script_follows_the_schedule_and_writes_its_table(roots, tmp_path, capsys):
+    """scripts/mnist.py end to end on the fake set, with a budget of a few seconds."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mnist_script", ROOT / "scripts" / "mnist.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.PAPER_EPOCHS == 3280 and [n for _, _, n in mod.STAGES][-1] == 3**7
+    assert [lr for _, lr, _ in mod.STAGES][::7] == pytest.approx([1e-3, 1e-4])
+    fake_mnist(roots / "mnist", n=100, m=20)
+    out = tmp_path / "out"
+    mod.main(["--out", str(out), "--minutes", "0.04", "--eval-k", "20", "--threads", "1"])
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("vae", "iwae"):
+        r = summary["results"][name]
+        assert r["config"]["model"]["arch"] == {"name": "mlp", "hidden": [200, 200],
+                                                "activation": "tanh", "skip": False}
+        assert r["config"]["model"]["latent_dim"] == 50 and r["config"]["train"]["batch_size"] == 20
+        stages = r["train"]["stages"]
+        assert stages and stages[0] == {**stages[0], "stage": 0, "lr": 1e-3, "epochs": 1}
+        assert r["train"]["epochs"] == sum(s["epochs"] for s in stages) < 3280
+        e = r["eval"]
+        assert e["k"] == 20 and e["n_test"] == 20 and math.isfinite(e["nll"])
+        assert e["iwae1_nll"] >= e["nll"] - 1e-6  # IWAE-1 <= log p(x)-hat: -log larger
+    assert summary["results"]["iwae"]["config"]["train"]["objective"] == {"name": "iwae",
+                                                                          "k": 50}
+    assert summary["adam"]["eps"] == 1e-4
+    table = (out / "table.md").read_text()
+    assert "| Burda et al. 2015, Table 1 | IWAE k=50, 1 stochastic layer | 84.78 |" in table
+    assert "of 3,280" in table and "vaekit (this script)" in table
