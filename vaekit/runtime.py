@@ -15,6 +15,10 @@ A value already set in the environment (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`
 
 The CLI also calls :func:`keep_freed_memory`: glibc's malloc reuses freed memory instead of
 mapping and unmapping every large tensor (``benchmarks/bench_malloc.py``).
+
+:func:`check_precision` (called by ``vaekit.train.step.make_step``) refuses ``bf16`` on a
+CPU without bf16 matrix instructions, where torch emulates it several times slower than
+fp32, and on a GPU without bf16.
 """
 
 from __future__ import annotations
