@@ -5,6 +5,8 @@ loop and in pythae, timed by turns in one process (common.interleaved).
 
     python benchmarks/bench_conv.py            # 20 cycles of 20 steps per contender
     python benchmarks/bench_conv.py --quick    # smoke run
+    python benchmarks/bench_conv.py --device cuda --contenders tensor-loop vaekit \
+        vaekit-channels-last vaekit-compile        # on a GPU (the data on it)
 
 Every contender trains the same modules (vaekit's ConvEncoder/ConvDecoder, same init), so
 the differences are the training code: loss, optimizer call, data path, memory format.
@@ -23,14 +25,16 @@ from common import write_json as save_json
 ensure_importable()
 
 BATCH, LR, LATENT, SEED = 64, 1e-3, 64, 0
+CONTENDERS = ("tensor-loop", "pythae", "vaekit", "tensor-loop-channels-last",
+              "vaekit-channels-last", "vaekit-compile")
 ARCH = {"name": "conv", "channels": [64, 128], "fc": 1024}
 
 
-def _images(limit: int):
+def _images(limit: int, device: str = "cpu"):
     from vaekit.data.datasets import load_dataset
 
     x = load_dataset("fashion-mnist").train
-    return (x[:limit] if limit else x).float().div(255)
+    return (x[:limit] if limit else x).to(device).float().div(255)
 
 
 def _nets():
@@ -48,20 +52,20 @@ def _batches(images):
     import torch
 
     def batches():
-        perm = torch.randperm(len(images))
+        perm = torch.randperm(len(images), device=images.device)
         for i in range(0, len(images), BATCH):
             yield torch.bernoulli(images[perm[i : i + BATCH]])
 
     return batches
 
 
-def setup_tensor_loop(limit: int, channels_last: bool = False):
+def setup_tensor_loop(limit: int, channels_last: bool = False, device: str = "cpu"):
     """The usual code: BCE with logits (sum) + closed-form KL, mean over the batch,
     ``torch.optim.Adam`` (default foreach), ``zero_grad`` / ``backward`` / ``step``."""
     import torch
     import torch.nn.functional as F
 
-    enc, dec = _nets()
+    enc, dec = (m.to(device) for m in _nets())
     if channels_last:
         enc, dec = (m.to(memory_format=torch.channels_last) for m in (enc, dec))
     opt = torch.optim.Adam(itertools.chain(enc.parameters(), dec.parameters()), lr=LR)
@@ -75,10 +79,10 @@ def setup_tensor_loop(limit: int, channels_last: bool = False):
         ((rec + kld) / len(x)).backward()
         opt.step()
 
-    return _batches(_images(limit)), step
+    return _batches(_images(limit, device)), step
 
 
-def setup_pythae(limit: int):
+def setup_pythae(limit: int, device: str = "cpu"):
     """pythae 0.1.2's VAE (bce) around the same networks, a manual loop on its loss."""
     import torch
     from pythae.models import VAE, VAEConfig
@@ -105,9 +109,9 @@ def setup_pythae(limit: int):
             return ModelOutput(reconstruction=torch.sigmoid(self.net(z)).reshape(-1, 1, 28, 28))
 
     cfg = VAEConfig(input_dim=(1, 28, 28), latent_dim=LATENT, reconstruction_loss="bce")
-    model = VAE(cfg, encoder=Encoder(), decoder=Decoder()).train()
+    model = VAE(cfg, encoder=Encoder(), decoder=Decoder()).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=LR)
-    images = _images(limit).view(-1, 1, 28, 28)
+    images = _images(limit, device).view(-1, 1, 28, 28)
 
     def step(x: torch.Tensor) -> None:
         opt.zero_grad()
@@ -117,35 +121,43 @@ def setup_pythae(limit: int):
     return _batches(images), step
 
 
-def setup_vaekit(limit: int, **train: Any):
+def setup_vaekit(limit: int, device: str = "cpu", **train: Any):
     """vaekit's public setup_run with the conv architecture; (batches, step, fast path)."""
     from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from vaekit.train import setup_run
 
     cfg = RunConfig(DataConfig(val_fraction=0.0, limit=limit),
                     ModelConfig(latent_dim=LATENT, arch=ARCH, likelihood="bernoulli"),
-                    TrainConfig(batch_size=BATCH, lr=LR, seed=SEED, device="cpu", **train))
+                    TrainConfig(batch_size=BATCH, lr=LR, seed=SEED, device=device, **train))
     run = setup_run(cfg)
     run.model.train()
     counter = itertools.count()
     return run.loader.epoch, (lambda batch: run.step(batch, next(counter))), run.fast_path
 
 
-def bench(names: list[str], cycles: int, chunk: int, warmup: int, limit: int) -> dict[str, Any]:
+def bench(names: list[str], cycles: int, chunk: int, warmup: int, limit: int,
+          device: str = "cpu") -> dict[str, Any]:
+    import torch
+
     setups, skipped, notes = {}, {}, {}
     for name in names:
         if name == "pythae":
             try:
-                setups[name] = setup_pythae(limit)
+                setups[name] = setup_pythae(limit, device)
             except ImportError:
                 skipped[name] = "pythae is not installed (pip install -e '.[bench]')"
         elif name.startswith("tensor-loop"):
-            setups[name] = setup_tensor_loop(limit, channels_last=name.endswith("channels-last"))
+            setups[name] = setup_tensor_loop(limit, name.endswith("channels-last"), device)
         else:
             train = {"channels_last": True} if name.endswith("channels-last") else {}
-            *setups[name], notes[name] = setup_vaekit(limit, **train)
-    return {"results": interleaved(setups, cycles, chunk, warmup), "skipped": skipped,
-            "fast_path": notes}
+            train.update({"compile": True} if name.endswith("compile") else {})
+            *setups[name], notes[name] = setup_vaekit(limit, device, **train)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    out = {"results": interleaved(setups, cycles, chunk, warmup, sync), "skipped": skipped,
+           "fast_path": notes, "device": device}
+    if device.startswith("cuda"):
+        out["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    return out
 
 
 def main() -> None:
@@ -154,16 +166,21 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cycles", type=int, default=20)
     p.add_argument("--chunk-steps", type=int, default=20)
-    p.add_argument("--contenders", nargs="+",
+    p.add_argument("--contenders", nargs="+", choices=CONTENDERS,
                    default=["tensor-loop", "pythae", "vaekit", "tensor-loop-channels-last",
-                            "vaekit-channels-last"])
+                            "vaekit-channels-last"],
+                   help="vaekit-compile: torch.compile (its first steps compile: warm-up)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (data kept there)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up steps per contender (default 3; 10 on a GPU)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     cycles, chunk, limit = (3, 5, 3200) if a.quick else (a.cycles, a.chunk_steps, 0)
+    warmup = a.warmup if a.warmup is not None else (10 if a.device.startswith("cuda") else 3)
     rec: dict[str, Any] = {"benchmark": "bench_conv", "machine": machine_info(a.threads),
-                           "arch": ARCH, "batch": BATCH, "latent": LATENT}
+                           "arch": ARCH, "batch": BATCH, "latent": LATENT, "device": a.device}
     out = isolated(bench, a.threads, names=a.contenders, cycles=cycles, chunk=chunk,
-                   warmup=3, limit=limit)
+                   warmup=warmup, limit=limit, device=a.device)
     rec["interleaved"] = out
     cyc = {k: v["cycle_images_per_s"] for k, v in out.get("results", {}).items()}
     rows = []
@@ -176,11 +193,13 @@ def main() -> None:
     rec["rows"] = rows
     print(table(["contender", "img/s (median)", "fastest cycle", "this/tensor-loop",
                  "this/pythae", "vaekit fast path"], rows,
-                f"\nConv VAE training, interleaved ({cycles} cycles of {chunk} steps, batch "
-                f"{BATCH}); ratios = median of same-cycle ratios", digits=2))
+                f"\nConv VAE training on {out.get('device_name', a.device)}, interleaved "
+                f"({cycles} cycles of {chunk} steps, batch {BATCH}); ratios = median of "
+                "same-cycle ratios", digits=2))
     from common import default_json
 
-    save_json(a.json or default_json("bench_conv_quick" if a.quick else "bench_conv"), rec)
+    name = "bench_conv" + ("" if a.device == "cpu" else "_" + a.device.replace(":", ""))
+    save_json(a.json or default_json(name + ("_quick" if a.quick else "")), rec)
 
 
 if __name__ == "__main__":

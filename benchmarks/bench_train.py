@@ -5,6 +5,11 @@ time-to-quality, scaling and a profile of vaekit's step.
 
     python benchmarks/bench_train.py            # full run (minutes)
     python benchmarks/bench_train.py --quick    # smoke run (< 1 minute)
+    python benchmarks/bench_train.py --sections device --device cuda   # on a GPU
+
+The ``device`` section (not in the default set) times vaekit's variants and a plain
+PyTorch loop on ``--device`` with the whole dataset there, at ``--device-batches`` (default
+128 and 4096), plus, on CUDA, that loop captured in a CUDA graph (one replay per step).
 
 No timing assertions: numbers are printed and written to JSON (``--json``).
 """
@@ -17,6 +22,7 @@ import contextlib
 import io
 import itertools
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -46,7 +52,10 @@ ensure_importable()
 BATCH, LR, SEED, TEST_SEED = 128, 1e-3, 0, 1  # TEST_SEED = vaekit's default eval_seed + 1
 CONTENDERS = ("pytorch-examples", "tensor-loop", "pythae", "vaekit", "vaekit-autograd",
               "vaekit-bf16", "vaekit-bf16-autocast", "vaekit-compile")
-SECTIONS = ("interleaved", "throughput", "matmul", "ttq", "scaling", "profile")
+SECTIONS = ("interleaved", "throughput", "matmul", "ttq", "scaling", "profile", "device")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # "device": asked for by name (e.g. on a GPU)
+DEVICE_CONTENDERS = ("tensor-loop", "tensor-loop-cudagraph", "vaekit", "vaekit-autograd",
+                     "vaekit-bf16", "vaekit-compile")
 VAEKIT_VARIANTS = {"vaekit": {}, "vaekit-autograd": {"fused": False},
                    "vaekit-bf16": {"precision": "bf16"},
                    "vaekit-bf16-autocast": {"precision": "bf16", "fused": False},
@@ -206,10 +215,11 @@ def _quiet():
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
+def bench_vaekit(epochs: int, limit: int = 0, device: str = "cpu", batch_size: int = BATCH,
+                 **extra: Any) -> dict[str, Any]:
     """(d) vaekit.api.train() through the public API; images/s from its history rows
-    (training loop only): median and best of the epochs after the first. ``extra``:
-    TrainConfig fields of a variant (precision, compile, fused)."""
+    (training loop only, ending with a host sync): median and best of the epochs after the
+    first. ``extra``: TrainConfig fields of a variant (precision, compile, fused)."""
     import dataclasses
 
     from vaekit.api import train
@@ -221,8 +231,8 @@ def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
     cfg = RunConfig(
         data=DataConfig(name="fashion-mnist", val_fraction=0.0, limit=limit),
         model=_classic_config(),
-        train=TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR, seed=SEED, device="cpu",
-                          **extra))
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=LR, seed=SEED,
+                          device=device, **extra))
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         t0 = time.perf_counter()
         res = train(cfg, run_dir=Path(tmp) / "run", progress=False)
@@ -236,7 +246,8 @@ def bench_vaekit(epochs: int, limit: int = 0, **extra: Any) -> dict[str, Any]:
             "seconds": round(sum(r["seconds"] for r in rows[1:]), 3),
             "train_call_seconds": round(total, 2), "final_train_loss": rows[-1]["train_loss"],
             "train_peak_rss_mb": round(rss_mb(), 1),  # before the test evaluation below
-            "test_neg_elbo": round(_test_neg_elbo(res.model, _test_set()), 3),
+            "test_neg_elbo": round(_test_neg_elbo(res.model, _test_set().to(res.device)), 3),
+            "device": str(res.device), "batch_size": batch_size,
             "train_config": dataclasses.asdict(cfg.train), "fast_path": res.fast_path,
             "notes": f"vaekit.api.train, {len(rows[1:]) or 1} timed epoch(s) of "
                      f"{len(res.data.train_raw)} images after 1 warm-up epoch"}
@@ -605,7 +616,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None,
                    help="output JSON (default benchmarks/results/bench_train[_quick].json)")
     p.add_argument("--threads", type=int, default=2, help="torch threads per contender")
-    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS),
+                   help=f"default: {' '.join(DEFAULT_SECTIONS)} (device: by name)")
+    p.add_argument("--device", default="cpu",
+                   help="device section: where to train (cpu, cuda, cuda:N; default cpu)")
+    p.add_argument("--device-batches", nargs="+", type=int, default=[128, 4096],
+                   help="device section: batch sizes (default 128 4096)")
+    p.add_argument("--device-contenders", nargs="+", choices=DEVICE_CONTENDERS,
+                   default=list(DEVICE_CONTENDERS),
+                   help="device section: contenders (cudagraph: CUDA only)")
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     p.add_argument("--epochs", type=int, default=1,
                    help="timed epochs per contender (vaekit: + 1 warm-up epoch)")
@@ -981,8 +1000,110 @@ def run_profile(a, q: bool, rec: dict[str, Any]) -> None:
                 "  top ops", digits=3))
 
 
+# ============================================================================ device
+
+
+def bench_device_loop(device: str, batch: int, epochs: int, graph: bool = False,
+                      limit: int = 0) -> dict[str, Any]:
+    """The plain PyTorch loop of contender (b) on ``device`` with the whole (binarized on
+    the fly) dataset there; ``graph``: one training step (binarize, forward, backward,
+    capturable Adam) captured in a CUDA graph and replayed per batch (full batches only).
+    Timed per epoch between host syncs; the first epoch is a warm-up."""
+    import torch
+    import torch.nn.functional as F
+    from common import classic_vae, kld_sum
+
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    torch.manual_seed(SEED)
+    images = _train_images(limit).to(dev).float().div(255).view(-1, D)
+    model = classic_vae().to(dev).train()
+    opt = torch.optim.Adam(model.parameters(), lr=LR, capturable=graph)
+    static = torch.zeros(batch, D, device=dev)
+
+    def step(u: torch.Tensor) -> torch.Tensor:
+        x = torch.bernoulli(u)
+        logits, mu, log_var = model(x)
+        loss = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        loss = (loss + kld_sum(mu, log_var)) / len(x)
+        opt.zero_grad(set_to_none=not graph)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    run = step
+    if graph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the graph: Adam state, cuBLAS
+            for _ in range(3):
+                step(static)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            static_loss = step(static)
+
+        def run(u: torch.Tensor) -> torch.Tensor:
+            static.copy_(u)
+            g.replay()
+            return static_loss
+
+    n_full = len(images) // batch * batch if graph else len(images)
+    seconds = []
+    for _ in range(epochs + 1):
+        perm = torch.randperm(len(images), device=dev)[:n_full]
+        sync()
+        t0 = time.perf_counter()
+        for i in range(0, n_full, batch):
+            loss = run(images[perm[i : i + batch]])
+        sync()
+        seconds.append(time.perf_counter() - t0)
+    rates = [n_full / t for t in seconds[1:]]
+    return {"images_per_s": median(rates), "images_per_s_best": max(rates),
+            "epoch_seconds": [round(t, 4) for t in seconds], "final_loss": float(loss),
+            "device": str(dev), "batch_size": batch,
+            "notes": "CUDA graph of the whole step" if graph else "eager loop, data on device"}
+
+
+def run_device(a, q: bool, rec: dict[str, Any]) -> dict[str, Any]:
+    """Each contender x batch size in its own process on ``--device``."""
+    import torch
+
+    cuda = a.device.startswith("cuda")
+    info: dict[str, Any] = {"device": a.device}
+    if cuda and torch.cuda.is_available():
+        info["device_name"] = torch.cuda.get_device_name(torch.device(a.device))
+    epochs, limit = (2, 6400) if q else (max(a.epochs, 3), 0)
+    res: dict[str, Any] = {}
+    for batch in a.device_batches:
+        for name in a.device_contenders:
+            key = f"{name} b{batch}"
+            if name == "tensor-loop-cudagraph" and not cuda:
+                res[key] = {"skipped": "CUDA graphs need --device cuda"}
+                continue
+            print(f"  device {a.device}: {key} ...", flush=True)
+            if name.startswith("tensor-loop"):
+                out = isolated(bench_device_loop, a.threads, device=a.device, batch=batch,
+                               epochs=epochs, graph=name.endswith("cudagraph"), limit=limit)
+            else:  # + 1 warm-up epoch (compilation, cuBLAS, allocator)
+                out = isolated(bench_vaekit, a.threads, env=vaekit_env(name), epochs=epochs + 1,
+                               limit=limit, device=a.device, batch_size=batch,
+                               **VAEKIT_VARIANTS[name])
+            res[key] = out
+    rec["device"] = {**info, "results": res}
+    rows = [[k, r.get("images_per_s"), r.get("images_per_s_best"), r.get("test_neg_elbo"),
+             r.get("fast_path") or r.get("notes") or r.get("skipped") or r.get("error", "")]
+            for k, r in res.items()]
+    print(table(["contender", "img/s (median)", "best", "test -ELBO", "notes"], rows,
+                f"\nTraining throughput on {info.get('device_name', a.device)} (whole "
+                f"dataset on the device; {epochs} timed epochs after 1 warm-up)", digits=0))
+    return res
+
+
 def main(argv=None) -> None:
     a = parse_args(argv)
+    # bf16 is timed on purpose, also on a CPU where vaekit refuses it as too slow
+    os.environ.setdefault("VAEKIT_ALLOW_SLOW_BF16", "1")
     q = a.quick
     a.rounds = a.rounds or (1 if q else 3)
     a.ttq_rounds = a.ttq_rounds or (1 if q else 3)
@@ -994,13 +1115,14 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     runners = {"interleaved": run_interleaved, "throughput": run_throughput,
                "matmul": run_matmul, "ttq": run_ttq, "scaling": run_scaling,
-               "profile": run_profile}
+               "profile": run_profile, "device": run_device}
     for name in SECTIONS:
         if name in a.sections:
             runners[name](a, q, rec)
     rec["total_seconds"] = round(time.perf_counter() - t0, 1)
     print(f"\ntotal {rec['total_seconds']} s{' (quick)' if q else ''}")
-    write_json(a.json or default_json("bench_train_quick" if q else "bench_train"), rec)
+    name = "bench_train" + ("" if a.device == "cpu" else "_" + a.device.replace(":", ""))
+    write_json(a.json or default_json(name + ("_quick" if q else "")), rec)
 
 
 if __name__ == "__main__":

@@ -193,11 +193,14 @@ def timed_steps(batches: Callable[[], Any], step: Callable[[Any], Any], warmup: 
 
 
 def interleaved(contenders: dict[str, tuple[Callable[[], Any], Callable[[Any], Any]]],
-                cycles: int, chunk_steps: int, warmup: int) -> dict[str, dict[str, Any]]:
+                cycles: int, chunk_steps: int, warmup: int,
+                sync: Callable[[], Any] | None = None) -> dict[str, dict[str, Any]]:
     """Time contenders that live in one process by turns: each cycle runs ``chunk_steps``
     steps of every contender (the order rotating from cycle to cycle), so a machine whose
     speed drifts over seconds slows all of them alike. ``contenders[name] = (batches, step)``
-    as for ``timed_steps`` (loading a batch counts as part of the step).
+    as for ``timed_steps`` (loading a batch counts as part of the step). ``sync``: waits for
+    queued device work (e.g. ``torch.cuda.synchronize``), called before each turn's clock
+    starts and before it stops.
 
     Returns per contender the images/s of every cycle and their median.
     """
@@ -208,6 +211,7 @@ def interleaved(contenders: dict[str, tuple[Callable[[], Any], Callable[[Any], A
         while True:
             yield from batches()
 
+    sync = sync or (lambda: None)
     streams = {name: forever(batches) for name, (batches, _) in contenders.items()}
     for name, (_, step) in contenders.items():
         for _ in range(warmup):
@@ -216,11 +220,13 @@ def interleaved(contenders: dict[str, tuple[Callable[[], Any], Callable[[Any], A
     for c in range(cycles):
         for name in names[c % len(names):] + names[: c % len(names)]:
             step, it, n = contenders[name][1], streams[name], 0
+            sync()
             t0 = time.perf_counter()
             for _ in range(chunk_steps):
                 x = first(next(it))
                 step(x)
                 n += len(x)
+            sync()
             rates[name].append(n / (time.perf_counter() - t0))
     return {name: {"images_per_s": round(median(r), 1),
                    "cycle_images_per_s": [round(v, 1) for v in r]} for name, r in rates.items()}

