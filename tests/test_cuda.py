@@ -22,12 +22,13 @@ import torch
 from conftest import DIGITS_ARGS
 from safetensors.torch import load_file
 
+from vaekit.api import train
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaekit.data import Batch
 from vaekit.evaluation import estimate_log_px
 from vaekit.models import build_model
 from vaekit.objectives import elbo
-from vaekit.train import Callback, fit, setup_run, standard_callbacks, train
+from vaekit.train import Callback, fit, setup_run, standard_callbacks
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDA = torch.device(os.environ.get("VAEKIT_CUDA_TESTS_ON", "cuda"))  # cpu: test the tests

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import vaekit.api as api
 from vaekit.api import load_model, train
 from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaekit.train import Callback
+from vaekit.train import Callback, setup_run
 from vaekit.train.checkpoint import load_run_config
 
 RING = ["--data", "ring:n=300", "--hidden", "16", "--latent-dim", "2", "--batch-size", "32",
@@ -269,3 +269,24 @@ def test_warmup_as_a_fraction_and_kl_annealing(tmp_path):
     assert_same_weights(tmp_path / "A", tmp_path / "B")
     log = (tmp_path / "A" / "train.log").read_text()
     assert "warmed up over 12 steps" in log and "-ELBO(beta warming up" in log
+
+
+def test_burda_schedule_steps_down_by_10_to_the_minus_one_seventh_per_stage():
+    """Burda et al. (2015): stage i trains 3^i epochs at lr 10^(-i/7); 3,280 epochs in all."""
+    from vaekit.train.step import burda_stage, lr_at
+
+    cfg = ring_cfg(3280, lr=1e-3, lr_schedule="burda")
+    steps_per_epoch = 5
+    total = 3280 * steps_per_epoch
+    starts = [(3**i - 1) // 2 for i in range(8)]  # 0, 1, 4, 13, 40, 121, 364, 1093
+    for i, first in enumerate(starts):
+        for epoch in (first, first + 3**i - 1):  # the stage's first and last epoch
+            assert burda_stage(epoch) == i
+            lr = lr_at(epoch * steps_per_epoch + steps_per_epoch - 1, total, cfg)
+            assert lr == pytest.approx(1e-3 * 10 ** (-i / 7), rel=1e-12)
+    assert burda_stage(3279) == 7 and burda_stage(3280) == 8
+
+
+def test_adam_eps_reaches_the_optimizer(tmp_path):
+    run = setup_run(ring_cfg(1, adam_eps=1e-4))
+    assert {g["eps"] for g in run.optimizer.param_groups} == {1e-4}

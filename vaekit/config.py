@@ -41,6 +41,9 @@ from vaekit.registry import LIKELIHOODS, MODELS, NETWORKS, OBJECTIVES, PRIORS, O
 TRANSFORMS = ("auto", "none", "scale", "binarize", "dequantize", "posterior-sample")
 SEED_LIMIT = 2**63  # seeds (and seed + small offsets) must fit torch's 64-bit generators
 KEEP = 3  # checkpoints a run directory keeps: checkpoint/, checkpoint.1/, checkpoint.2/
+# constant; cosine: decay to 0 over the run; burda: Burda et al. (2015), lr * 10^(-i/7) over
+# the 3^i epochs of stage i = 0, 1, 2, ... (3,280 epochs to the end of stage 7)
+LR_SCHEDULES = ("constant", "cosine", "burda")
 
 # Named settings that a run starts from (CLI: --preset NAME; Python:
 # RunConfig.from_dict(PRESETS[NAME])). "fast": time to quality, tuned on the classic
@@ -129,7 +132,8 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
-    lr_schedule: str = "constant"  # constant | cosine (decay to 0 over all steps)
+    lr_schedule: str = "constant"  # constant | cosine (decay to 0 over all steps) | burda
+    adam_eps: float = 1e-8  # Adam's epsilon (Burda et al. 2015 use 1e-4)
     warmup_steps: int = 0  # linear learning-rate warm-up from 0, in steps
     warmup_fraction: float = 0.0  # ... or as a share of the run's steps (when warmup_steps is 0)
     beta: float = 1.0  # weight of KL(q(z|x) || p(z)); 1 gives the ELBO
@@ -154,9 +158,11 @@ class TrainConfig:
         _check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}", "pass --epochs 10")
         _check(self.lr > 0 and math.isfinite(self.lr),
                f"learning rate must be positive, got {self.lr}", "pass --lr 1e-3")
-        _check(self.lr_schedule in ("constant", "cosine") and self.warmup_steps >= 0,
+        _check(self.lr_schedule in LR_SCHEDULES and self.warmup_steps >= 0,
                f"bad schedule {self.lr_schedule!r} / warm-up {self.warmup_steps}",
-               "use --lr-schedule constant|cosine and --warmup-steps >= 0")
+               f"use --lr-schedule {'|'.join(LR_SCHEDULES)} and --warmup-steps >= 0")
+        _check(0 < self.adam_eps < 1, f"adam_eps must be in (0, 1), got {self.adam_eps}",
+               "pass e.g. --adam-eps 1e-8")
         _check(0 <= self.warmup_fraction < 1,
                f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}",
                "pass e.g. --warmup-fraction 0.2")

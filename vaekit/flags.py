@@ -56,7 +56,9 @@ TRAIN_FLAGS = [
     Flag("--epochs", "train.epochs", "training epochs"),
     Flag("--batch-size", "train.batch_size", "mini-batch size"),
     Flag("--lr", "train.lr", "Adam learning rate (peak, with a schedule)"),
-    Flag("--lr-schedule", "train.lr_schedule", "constant | cosine (decays to 0)"),
+    Flag("--lr-schedule", "train.lr_schedule", "constant | cosine (decays to 0) | burda "
+         "(lr 10^(-i/7) over the 3^i epochs of stage i, Burda et al. 2015)"),
+    Flag("--adam-eps", "train.adam_eps", "Adam's epsilon"),
     Flag("--warmup-steps", "train.warmup_steps", "linear learning-rate warm-up steps"),
     Flag("--warmup-fraction", "train.warmup_fraction",
          "learning-rate warm-up as a share of the run's steps (--warmup-steps, if given, wins)"),

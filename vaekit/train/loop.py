@@ -109,7 +109,7 @@ def setup_run(cfg: RunConfig | None, run_dir: str | Path | None = None, *,
         model = model.to(memory_format=torch.channels_last)
     if world.rank:  # every rank its own reparameterization noise (rank 0: as one process)
         torch.manual_seed(rank_seed(cfg.train.seed, world.rank))
-    optimizer = optimizer or make_optimizer(model, cfg.train.lr)
+    optimizer = optimizer or make_optimizer(model, cfg.train.lr, cfg.train.adam_eps)
     gen = seeded_generator(derive_seed(cfg.train.seed, "data-order"), device)  # every rank
     loader = BatchLoader(data.train_raw, data.transform, data.levels,
                          cfg.train.batch_size * world.size, gen, labels=data.train_y,

@@ -1,7 +1,8 @@
 """One optimizer step: the registered objective through autograd, or the fast path where
-it applies; Adam with an optional warm-up and cosine schedule.
+it applies; Adam with an optional warm-up and a schedule:
 
     lr_t = lr (t+1)/warmup  for t < warmup,  then lr  or  lr (1 + cos(pi progress)) / 2
+           or (burda) lr 10^(-i/7) in stage i, the 3^i epochs from (3^i - 1)/2 on
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ def param_groups(model: nn.Module, lr: float) -> list[dict]:
     return groups
 
 
-def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
     """Adam with the fused single-kernel update where this torch build has it."""
     try:
-        return torch.optim.Adam(param_groups(model, lr), lr=lr, fused=True)
+        return torch.optim.Adam(param_groups(model, lr), lr=lr, eps=eps, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(param_groups(model, lr), lr=lr, foreach=True)
+        return torch.optim.Adam(param_groups(model, lr), lr=lr, eps=eps, foreach=True)
 
 
 def warmup_steps(cfg: RunConfig, total_steps: int) -> int:
@@ -56,10 +57,20 @@ def lr_at(step: int, total_steps: int, cfg: RunConfig) -> float:
     t, warm = cfg.train, warmup_steps(cfg, total_steps)
     if step < warm:
         return t.lr * (step + 1) / warm
+    if t.lr_schedule == "burda" and total_steps > 0:
+        return t.lr * 10 ** (-burda_stage(step // max(1, total_steps // max(1, t.epochs))) / 7)
     if t.lr_schedule == "cosine" and total_steps > warm:
         progress = (step - warm) / max(1, total_steps - warm)
         return t.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return t.lr
+
+
+def burda_stage(epoch: int) -> int:
+    """Stage i of Burda et al.'s schedule holds the 3^i epochs from (3^i - 1) / 2 on."""
+    stage = 0
+    while (3 ** (stage + 1) - 1) // 2 <= epoch:
+        stage += 1
+    return stage
 
 
 def beta_at(step: int, cfg: RunConfig) -> float:
