@@ -594,7 +594,7 @@ def _split(x: torch.Tensor, y: torch.Tensor | None, test_fraction: float,
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_test = max(1, round(len(x) * test_fraction))
     parts = perm[n_test:], perm[:n_test]
-    return tuple((x[p].clone(), None if y is None else y[p].clone()) for p in parts)
+    return tuple((x[p], None if y is None else y[p]) for p in parts)  # indexing copies
 
 
 def list_datasets() -> list[tuple[str, str, str]]:

@@ -90,7 +90,7 @@ def check_values(count: int, dtype: np.dtype, what: str) -> None:
     (:func:`memory_per_value`) exceeds the memory limit."""
     need, limit = count * memory_per_value(dtype), max_data_bytes()
     if need > limit:
-        raise DataError(f"{what} declares {_count_text(count)} values of {np.dtype(dtype).name}, "
+        raise DataError(f"{what}: {_count_text(count)} values of {np.dtype(dtype).name}, "
                         f"{format_bytes(need)} in memory as model inputs, more than the limit "
                         f"of {format_bytes(limit)}",
                         f"check the file; if it is right, raise the limit with {MAX_BYTES_ENV}")

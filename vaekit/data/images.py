@@ -203,9 +203,11 @@ def _header_of(im: Any, file: Path) -> _Header:
     target = "RGBA" if mode == "P" and "transparency" in info else CONVERT.get(mode)
     rawmodes = [t.args if isinstance(t.args, str) else str(t.args) for t in im.tile]
     if target is None or any(";16" in r for r in rawmodes):
-        bits = "16-bit" if target is not None or "16" in mode else "16-bit or floating-point"
-        raise DataError(f"{shown(file)} has {bits} pixels (image mode {mode}), which vaekit "
-                        "does not read (it reads 8 bits per channel)",
+        bits = ("16-bit pixels (image mode {}, 16 bits per channel)" if target is not None
+                else "16-bit pixels (image mode {})" if "16" in mode
+                else "16-bit or floating-point pixels (image mode {})").format(mode)
+        raise DataError(f"{shown(file)} has {bits}, which vaekit does not read (it reads 8 "
+                        "bits per channel)",
                         "convert the images to 8-bit grey, RGB or RGBA (e.g. PNG mode L or RGB)")
     w, h = im.size
     return _Header((h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h), mode, target)
