@@ -155,9 +155,20 @@ def short_reason(err: BaseException, limit: int = 160) -> str:
 
 def shown(path: str | Path) -> str:
     """A path for a one-line message: as is, or quoted with escapes if it holds a newline,
-    another control character or bytes that are not text."""
+    another control character or bytes that are not text; at most 300 characters."""
     text = str(path)
-    return text if text.isprintable() else ascii(text)
+    return one_line(text if text.isprintable() else ascii(text), 300)
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """``text`` with control characters escaped (``\\n``) and, beyond ``limit`` characters,
+    its middle elided: what any user-facing message must be."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 def human_bytes(n: int) -> str:

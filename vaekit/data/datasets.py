@@ -55,6 +55,7 @@ from vaekit.data.idx import (
 )
 from vaekit.data.images import IMAGE_SUFFIXES, ImageFolder, read_image_folder
 from vaekit.errors import DataError
+from vaekit.io import one_line
 
 
 @dataclass
@@ -284,7 +285,18 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 def load_dataset(spec: str) -> Dataset:
     """Load a named dataset (``vaekit data list``, options checked against ``OPTIONS``) or
-    a directory / file path (which may contain a colon)."""
+    a directory / file path (which may contain a colon). Every problem is one DataError
+    line (control characters in names escaped, absurdly long ones elided)."""
+    try:
+        return _load(spec)
+    except DataError as err:
+        problem, fix = one_line(err.problem), one_line(err.fix)
+        if (problem, fix) == (err.problem, err.fix):
+            raise
+        raise DataError(problem, fix) from err
+
+
+def _load(spec: str) -> Dataset:
     if spec.partition(":")[0].strip() in REGISTRY:
         name, opts = parse_spec(spec)
         check_options(name, opts)
