@@ -290,7 +290,7 @@ def load_dataset(spec: str) -> Dataset:
     try:
         return _load(spec)
     except DataError as err:
-        problem, fix = one_line(err.problem), one_line(err.fix)
+        problem, fix = one_line(err.problem, 440), one_line(err.fix, 150)  # <= 600 in all
         if (problem, fix) == (err.problem, err.fix):
             raise
         raise DataError(problem, fix) from err
