@@ -822,7 +822,8 @@ def campaign(n: int, seed: int, cap_mb: int, limit_mb: int, show: int = 0,
         print(f"the {show} most common kinds of DataError ({len(kinds)} kinds):")
         for kind, count in kinds.most_common(show):
             print(f"  {count:6d}  {kind}")
-    cli_bad = cli_check(rng.sample(refused, min(cli, len(refused))), limit_mb, cli_cap_mb)
+    passable = [i for i in refused if "\0" not in i.spec]  # argv cannot hold a NUL byte
+    cli_bad = cli_check(rng.sample(passable, min(cli, len(passable))), limit_mb, cli_cap_mb)
     return 0 if sum(counts[k] for k in BAD) + cli_bad == 0 else 1
 
 
