@@ -646,14 +646,16 @@ def test_unreadable_fifo_and_folder_paths(tmp_path, monkeypatch, cli):
     from vaekit.data.datasets import read_npy
 
     np.save(tmp_path / "ok.npy", np.zeros((5, 3), np.float32))
-    real_open = open
+    import vaekit.io
 
-    def denied(path, *args, **kwargs):
+    real_open = vaekit.io._open_fd
+
+    def denied(path):
         if str(path).endswith("ok.npy"):
             raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
+        return real_open(path)
 
-    monkeypatch.setattr("vaekit.data.idx.open", denied, raising=False)
+    monkeypatch.setattr(vaekit.io, "_open_fd", denied)
     with pytest.raises(DataError) as err:
         load_dataset(str(tmp_path / "ok.npy"))
     assert "permission denied" in one_line(err)

@@ -61,3 +61,44 @@ def test_the_memory_cap_catches_an_allocation_beyond_it():
         assert outcome == "memory", detail
     finally:
         h.close()
+
+
+def _op(kind: str, op, a: int = 0, b: int = 0) -> tuple[int, int, int]:
+    return fuzz.OP_TABLE[kind].index(op), a, b
+
+
+def _seed(name: str):
+    return next(s for s in SEEDS if s.name == name)
+
+
+@pytest.mark.parametrize("special", fuzz.SPECIALS)
+@pytest.mark.parametrize("seed_name", ["idx-u8", "npy-f4", "npz-x-y", "idxdir-train-image",
+                                       "pngdir-RGB", "json-trainer"])
+def test_fifos_sockets_devices_and_links_as_data_files(harness, special, seed_name):
+    """Issue 21: every data file replaced by a special file ends in DataError (a link to a
+    valid file still loads), never in a hang."""
+    seed = _seed(seed_name)
+    op = _op(seed.kind, fuzz.special_file, fuzz.SPECIALS.index(special))
+    outcome, detail = harness.run(fuzz.build(seed, [op]))
+    expected = ("valid",) if special == "link" else ("dataerror",)
+    if seed.kind in ("idxdir", "pngdir") and special != "link":
+        expected = ("dataerror", "valid")  # a folder may skip a file that is not regular
+    assert outcome in expected, (seed_name, special, outcome, detail)
+
+
+@pytest.mark.parametrize("seed_name, op, a, b", [
+    ("idx-u8", fuzz.idx_header, 10, 2**32 - 1),  # 255 dimensions
+    ("idx-u8-gz", fuzz.idx_header, 3, 2**32 - 2),  # a small gzip declaring gigabytes
+    ("npz-x-y", fuzz.npy_trailing, 1, 5),  # member x.npy longer than its header declares
+    ("npy-f4", fuzz.npy_trailing, 0, 5),
+    ("pngdir-L", fuzz.png_bomb, 0, 0),  # 12000x12000: refused from its header
+    ("pngdir-L", fuzz.png_depth16, 1, 0),  # 16-bit RGB
+    ("pngdir-RGB", fuzz.png_ihdr, 0, 1),  # width 1: another size than the first image
+    ("json-trainer", fuzz.json_edit, 5, 0),  # 100,000 levels of nesting
+    ("json-trainer", fuzz.json_edit, 0, 1),  # invalid UTF-8
+    ("spec-digits", fuzz.spec_edit, 4, 1),  # digits:bad=...
+])
+def test_issue21_cases_end_in_data_error(harness, seed_name, op, a, b):
+    seed = _seed(seed_name)
+    outcome, detail = harness.run(fuzz.build(seed, [_op(seed.kind, op, a, b)]))
+    assert outcome == "dataerror", (seed_name, op.__name__, outcome, detail)

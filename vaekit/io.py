@@ -1,23 +1,40 @@
-"""Safe file writes: a file is either its old content or its complete new content.
+"""Safe file reads and writes.
 
-``atomic_write_*`` write to a temporary file in the same folder, flush and fsync it, rename
-it over the target (atomic on POSIX) and fsync the folder, so a crash or a full disk never
-leaves a truncated JSON, CSV or safetensors file behind. A write that fails (a read-only
-or full location, a missing folder) raises :class:`WriteError`: a one-line user error that
-is also an ``OSError``, with the temporary file removed and the target untouched.
+Reads: every file vaekit reads goes through :func:`open_regular` (and the helpers built on
+it: :func:`read_bytes`, :func:`read_text`, :func:`read_json`, :func:`read_jsonl`). It opens
+the path with ``O_NONBLOCK`` (so a FIFO without a writer cannot block) and checks the
+*opened* descriptor with ``fstat`` (so a file swapped after a check cannot slip through):
+anything but a regular file (a folder, FIFO, socket or device) is refused with one line and
+never read. Sizes are bounded per kind of file (``JSON_LIMIT``, ``LOG_LIMIT``,
+``CONFIG_LIMIT``; data files use ``vaekit.data.idx.max_data_bytes()``), checked before
+reading and again while reading (a file that grows is cut off at the limit). Text is strict
+UTF-8; JSON refuses nesting deeper than ``JSON_MAX_DEPTH``. Every problem is one
+:class:`~vaekit.errors.VaekitError` line, of the class the caller names (``error=``:
+``DataError``, ``CheckpointError``, ``ConfigError``): the CLI prints ``error: problem; fix``
+with exit code 2.
+
+Writes: ``atomic_write_*`` write to a temporary file in the same folder, flush and fsync it,
+rename it over the target (atomic on POSIX) and fsync the folder, so a crash or a full disk
+never leaves a truncated JSON, CSV or safetensors file behind. A write that fails (a
+read-only or full location, a missing folder) raises :class:`WriteError`: a one-line user
+error that is also an ``OSError``, with the temporary file removed and the target untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
+import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from vaekit.errors import VaekitError
+from vaekit.errors import CheckpointError, VaekitError
 
 
 class WriteError(VaekitError, OSError):
@@ -107,10 +124,215 @@ def write_synced(path: str | Path, data: bytes) -> None:
         raise write_error(path, err) from err
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (bounded memory)."""
+def sha256_file(path: Path, chunk: int = 1 << 20, *,
+                error: type[VaekitError] = CheckpointError) -> str:
+    """Hex SHA-256 of a regular file (see :func:`open_regular`), read in chunks (bounded
+    memory)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, "file", error=error) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ reading
+
+JSON_LIMIT = 64 * 2**20  # run files: config.json, trainer.json, manifest.json, eval-*.json
+LOG_LIMIT = 256 * 2**20  # appended logs: metrics.jsonl, train.log, command.txt
+CONFIG_LIMIT = 16 * 2**20  # configuration files a user writes (--config YAML, TOML, JSON)
+JSON_MAX_DEPTH = 64  # nesting levels; vaekit writes at most a handful
+_CHUNK = 2**20
+
+
+def short_reason(err: BaseException, limit: int = 160) -> str:
+    """An exception as one short line (library messages may span lines or quote bytes)."""
+    args = err.args
+    text = getattr(err, "strerror", None) or (
+        args[0] if len(args) > 1 and isinstance(args[0], str) else str(err))  # e.g. TokenError
+    text = " ".join(str(text).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown(path: str | Path) -> str:
+    """A path for a one-line message: as is, or quoted with escapes if it holds a newline,
+    another control character or bytes that are not text; at most 300 characters."""
+    text = str(path)
+    return one_line(text if text.isprintable() else ascii(text), 300)
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """``text`` with control characters escaped (``\\n``) and, beyond ``limit`` characters,
+    its middle elided: what any user-facing message must be."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
+
+
+def human_bytes(n: int) -> str:
+    """``human_bytes(3 * 2**30)`` -> ``'3.0 GiB'``; any size, however large, in one short
+    word (integer arithmetic: no float overflow)."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            whole = n // size
+            if whole >= 10**6:
+                return f"about 10^{len(str(whole)) - 1} {unit}"
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _open_fd(path: str | Path) -> int:
+    """``os.open`` without blocking (a FIFO without a writer) or taking a terminal."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    return os.open(path, flags)
+
+
+def _open_failed(path: str | Path, what: str, err: OSError,
+                 error: type[VaekitError]) -> VaekitError:
+    where = f"{what} {shown(path)}"
+    if isinstance(err, FileNotFoundError):
+        return error(f"{where} does not exist", "check the path")
+    if isinstance(err, PermissionError):
+        return error(f"cannot read {where}: permission denied",
+                     "make it readable (chmod u+r) or copy it somewhere readable")
+    if err.errno == errno.ENXIO:  # a socket, or a FIFO opened in a way that needs a peer
+        return _not_regular(path, what, error)
+    return error(f"cannot read {where}: {short_reason(err)}", "check the file and its permissions")
+
+
+def _not_regular(path: str | Path, what: str, error: type[VaekitError]) -> VaekitError:
+    return error(f"{what} {shown(path)} is not a regular file (a pipe, socket or device)",
+                 "copy it into a regular file first")
+
+
+def _check_descriptor(fd: int, path: str | Path, what: str, limit: int | None,
+                      error: type[VaekitError], too_big: str) -> None:
+    """Refuse what the opened descriptor is not: a regular file within ``limit`` bytes."""
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{what} {shown(path)} is a folder where a file is expected",
+                    "pass the file itself")
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, what, error)
+    if limit is not None and st.st_size > limit:
+        raise error(f"{what} {shown(path)} is {human_bytes(st.st_size)}, more than the limit "
+                    f"of {human_bytes(limit)} for such a file", too_big)
+
+
+_TOO_BIG = "check the file: vaekit writes far smaller ones"
+
+
+def open_regular(path: str | Path, what: str, *, limit: int | None = None,
+                 error: type[VaekitError] = VaekitError, too_big: str = _TOO_BIG) -> BinaryIO:
+    """Open ``path`` for binary reading if it is a regular file (symbolic links are
+    followed) of at most ``limit`` bytes (None: any size); else raise ``error`` with one
+    line naming ``what`` and the path (``too_big`` is the fix for a file above the limit).
+
+    The path is opened with ``O_NONBLOCK`` and the opened descriptor is checked (fstat),
+    so neither a FIFO nor a file swapped for one after an earlier check can block.
+    """
+    try:
+        fd = _open_fd(path)
+    except OSError as err:
+        raise _open_failed(path, what, err, error) from None
+    try:
+        _check_descriptor(fd, path, what, limit, error, too_big)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException as err:
+        os.close(fd)
+        if isinstance(err, OSError):
+            raise _open_failed(path, what, err, error) from None
+        raise
+
+
+def read_bytes(path: str | Path, limit: int, what: str, *,
+               error: type[VaekitError] = VaekitError, too_big: str = _TOO_BIG) -> bytes:
+    """The content of the regular file ``path`` (see :func:`open_regular`), at most
+    ``limit`` bytes: a larger file, or one that grows past the limit while it is read, is
+    refused with ``error`` before more than ``limit + 1`` bytes are held."""
+    with open_regular(path, what, limit=limit, error=error, too_big=too_big) as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            data = bytearray(f.read(size + 1))  # +1: a file that grew
+            while len(data) <= limit and (block := f.read(min(_CHUNK, limit + 1 - len(data)))):
+                data += block
+        except OSError as err:
+            raise _open_failed(path, what, err, error) from None
+    if len(data) > limit:
+        raise error(f"{what} {shown(path)} grew past the limit of {human_bytes(limit)} for "
+                    "such a file while it was read", too_big)
+    return bytes(data)
+
+
+def decode_text(data: bytes, path: str | Path, what: str, *,
+                error: type[VaekitError] = VaekitError) -> str:
+    """``data`` as strict UTF-8 (a leading byte-order mark dropped); else one ``error``
+    line giving the offset of the first invalid byte."""
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        raise error(f"{what} {shown(path)} is not UTF-8 text (invalid byte 0x"
+                    f"{data[err.start]:02x} at offset {err.start})",
+                    "restore the file, or save it as UTF-8") from None
+
+
+def read_text(path: str | Path, limit: int, what: str, *,
+              error: type[VaekitError] = VaekitError, too_big: str = _TOO_BIG) -> str:
+    """The regular file ``path`` as UTF-8 text, at most ``limit`` bytes (see
+    :func:`read_bytes` and :func:`decode_text`)."""
+    data = read_bytes(path, limit, what, error=error, too_big=too_big)
+    return decode_text(data, path, what, error=error)
+
+
+def _too_deep(value: Any, max_depth: int) -> bool:
+    """Whether lists and dicts in ``value`` nest deeper than ``max_depth`` (iterative)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def parse_json(text: str, path: str | Path, what: str, *,
+               error: type[VaekitError] = VaekitError, max_depth: int = JSON_MAX_DEPTH) -> Any:
+    """The JSON value in ``text`` (read from ``path``), or one ``error`` line: invalid JSON
+    (with its line and column), nesting deeper than ``max_depth``, numbers of more digits
+    than Python converts."""
+    fix = "restore the file as vaekit wrote it"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{what} {shown(path)} is not valid JSON ({err.msg} at line {err.lineno}, "
+                    f"column {err.colno})", fix) from None
+    except RecursionError:
+        raise error(f"{what} {shown(path)} nests deeper than {max_depth} levels", fix) from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise error(f"{what} {shown(path)} is not valid JSON ({short_reason(err)})", fix) from None
+    if isinstance(value, (dict, list)) and _too_deep(value, max_depth):
+        raise error(f"{what} {shown(path)} nests deeper than {max_depth} levels", fix)
+    return value
+
+
+def read_json(path: str | Path, limit: int, what: str, *,
+              error: type[VaekitError] = VaekitError, too_big: str = _TOO_BIG) -> Any:
+    """The JSON value in the regular file ``path`` of at most ``limit`` bytes (e.g.
+    ``JSON_LIMIT``): bounded read, strict UTF-8, bounded nesting, one ``error`` line for
+    any problem."""
+    text = read_text(path, limit, what, error=error, too_big=too_big)
+    return parse_json(text, path, what, error=error)
+
+
+def read_jsonl(path: str | Path, limit: int, what: str, *,
+               error: type[VaekitError] = VaekitError, too_big: str = _TOO_BIG) -> list[Any]:
+    """One JSON value per non-blank line of the regular file ``path`` (e.g. metrics.jsonl,
+    ``LOG_LIMIT``); an invalid line is one ``error`` line naming its number."""
+    text = read_text(path, limit, what, error=error, too_big=too_big)
+    return [parse_json(line, path, f"line {n} of {what}", error=error)
+            for n, line in enumerate(text.splitlines(), 1) if line.strip()]

@@ -43,16 +43,19 @@ import torch
 from vaekit.data import toy
 from vaekit.data.idx import (
     MAX_BYTES_ENV,
-    check_nbytes,
+    MAX_NDIM,
+    check_values,
     format_bytes,
     max_data_bytes,
     open_data_file,
     read_idx,
     read_into,
+    shape_text,
     short_reason,
 )
 from vaekit.data.images import IMAGE_SUFFIXES, ImageFolder, read_image_folder
 from vaekit.errors import DataError
+from vaekit.io import one_line
 
 
 @dataclass
@@ -163,8 +166,9 @@ def _digits(_opts: dict[str, str]) -> Dataset:
 
 
 def _option(opts: dict[str, str], key: str, kind: type, default: float, name: str,
-            minimum: float = 0) -> Any:
-    """Pop option ``key`` converted to ``kind``, with one clear error for a bad value."""
+            minimum: float = 0, maximum: float = 10**12) -> Any:
+    """Pop option ``key`` converted to ``kind``, with one clear error for a bad value (not a
+    finite number of that kind, or outside [minimum, maximum])."""
     raw = opts.pop(key, default)
     shown = repr(raw) if len(str(raw)) <= 40 else repr(str(raw)[:37] + "...")
     bad = DataError(f"option {key}={shown} of dataset {name!r} is not a finite {kind.__name__}",
@@ -181,8 +185,9 @@ def _option(opts: dict[str, str], key: str, kind: type, default: float, name: st
         value = int(number)
     if kind is float and not math.isfinite(value):
         raise bad
-    if value < minimum:
-        raise DataError(f"option {key}={value} of dataset {name!r} must be >= {minimum}",
+    if not minimum <= value <= maximum:
+        raise DataError(f"option {key}={shown} of dataset {name!r} must be between "
+                        f"{kind(minimum)} and {kind(maximum):.6g}",
                         f"write e.g. {name}:{key}={kind(default)}")
     return value
 
@@ -201,8 +206,7 @@ def _check_generated(name: str, options: str, n: int, floats_per_example: int,
 
 def _ring(opts: dict[str, str]) -> Dataset:
     n = _option(opts, "n", int, 10000, "ring", minimum=1)
-    noise = _option(opts, "noise", float, 0.0, "ring")
-    _no_more(opts, "ring")
+    noise = _option(opts, "noise", float, 0.0, "ring", maximum=1e6)
     _check_generated("ring", f"n={n}", n, 6 * 2)  # z, |z|, x and the noise: a few (n, 2) arrays
     train, test = toy.ring(n, seed=0, noise=noise), toy.ring(max(n // 5, 1), seed=1, noise=noise)
     return Dataset("ring", train, test, None, f"generated: ring n={n} noise={noise}")
@@ -212,8 +216,7 @@ def _manifold(opts: dict[str, str]) -> Dataset:
     r = _option(opts, "r", int, 2, "manifold", minimum=1)
     d = _option(opts, "d", int, 16, "manifold", minimum=1)
     n = _option(opts, "n", int, 10000, "manifold", minimum=1)
-    noise = _option(opts, "noise", float, 0.0, "manifold")
-    _no_more(opts, "manifold")
+    noise = _option(opts, "noise", float, 0.0, "manifold", maximum=1e6)
     if not 0 < r <= d:
         raise DataError(f"manifold needs 0 < r <= d, got r={r}, d={d}", "e.g. manifold:r=2,d=16")
     width = max(4 * r, d)  # toy.manifold's hidden width: (n, width) activations, (width, d) map
@@ -223,12 +226,6 @@ def _manifold(opts: dict[str, str]) -> Dataset:
     test = toy.manifold(max(n // 5, 1), r, d, seed=1, noise=noise)
     return Dataset("manifold", train, test, None,
                    f"generated: {r}-dim manifold in R^{d}, n={n}, noise={noise}")
-
-
-def _no_more(opts: dict[str, str], name: str) -> None:
-    if opts:
-        raise DataError(f"unknown option(s) {sorted(opts)} for dataset {name!r}",
-                        "see `vaekit data list` for the options each generated set takes")
 
 
 @dataclass(frozen=True)
@@ -250,6 +247,23 @@ REGISTRY: dict[str, NamedDataset] = {
 }
 
 
+# the options each named dataset takes (``ring:n=20000``); a name not listed takes none
+OPTIONS: dict[str, tuple[str, ...]] = {"ring": ("n", "noise"), "manifold": ("r", "d", "n", "noise")}
+
+
+def check_options(name: str, opts: dict[str, str]) -> None:
+    """Refuse options that dataset ``name`` does not take, naming those it does."""
+    valid = OPTIONS.get(name, ())
+    unknown = [k for k in opts if k not in valid]
+    if not unknown:
+        return
+    bad = ", ".join(repr(k[:40]) for k in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+    if not valid:
+        raise DataError(f"dataset {name!r} takes no options, got {bad}", f"write --data {name}")
+    raise DataError(f"dataset {name!r} has no option {bad}",
+                    f"its options are {', '.join(valid)} (e.g. {name}:{valid[0]}=1000)")
+
+
 def locate(name: str) -> Path | None:
     """The first root holding the IDX files of ``name``, or None."""
     for root in data_roots():
@@ -260,21 +274,39 @@ def locate(name: str) -> Path | None:
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """``"ring:n=100,noise=0.1"`` -> ("ring", {"n": "100", "noise": "0.1"})."""
+    """``"ring:n=100,noise=0.1"`` -> ("ring", {"n": "100", "noise": "0.1"}); an option
+    given twice is refused."""
     name, _, rest = spec.partition(":")
-    opts = {}
+    opts: dict[str, str] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq:
-            raise DataError(f"bad dataset option {item!r} in {spec!r}", "write key=value pairs")
+            raise DataError(f"bad dataset option {item[:40]!r} in {spec[:80]!r}",
+                            "write key=value pairs")
+        if key.strip() in opts:
+            raise DataError(f"dataset option {key.strip()[:40]!r} is given twice in "
+                            f"{spec[:80]!r}", "give each option once")
         opts[key.strip()] = value.strip()
     return name.strip(), opts
 
 
 def load_dataset(spec: str) -> Dataset:
-    """Load a named dataset (``vaekit data list``) or a directory / file path."""
-    name, opts = parse_spec(spec)
-    if name in REGISTRY:
+    """Load a named dataset (``vaekit data list``, options checked against ``OPTIONS``) or
+    a directory / file path (which may contain a colon). Every problem is one DataError
+    line (control characters in names escaped, absurdly long ones elided)."""
+    try:
+        return _load(spec)
+    except DataError as err:
+        problem, fix = one_line(err.problem, 440), one_line(err.fix, 150)  # <= 600 in all
+        if (problem, fix) == (err.problem, err.fix):
+            raise
+        raise DataError(problem, fix) from err
+
+
+def _load(spec: str) -> Dataset:
+    if spec.partition(":")[0].strip() in REGISTRY:
+        name, opts = parse_spec(spec)
+        check_options(name, opts)
         return REGISTRY[name].loader(opts)
     path = Path(spec).expanduser()
     if _exists(path):
@@ -355,7 +387,7 @@ def read_npy(path: str | Path) -> np.ndarray:
     pickled objects, the declared size against the file's size and the memory limit); only
     then is the body allocated and read."""
     path = Path(path)
-    with open_data_file(path, ".npy file") as f:
+    with open_data_file(path, ".npy file", limit=max_data_bytes()) as f:
         return _read_npy_stream(f, os.fstat(f.fileno()).st_size, str(path))
 
 
@@ -403,16 +435,21 @@ def _read_npy_stream(f: BinaryIO, size: int, what: str) -> np.ndarray:
     if dtype.kind not in "biuf" or dtype.names is not None or dtype.subdtype is not None:
         raise DataError(f"{what} has dtype {dtype}", "store numbers (uint8 images or floats)")
     if any(d < 0 for d in shape):
-        raise DataError(f"{what} declares a negative shape {shape}", corrupt)
+        raise DataError(f"{what} declares a negative shape {shape_text(shape)}", corrupt)
+    if len(shape) > MAX_NDIM:
+        raise DataError(f"{what} declares {len(shape)} dimensions; vaekit reads at most "
+                        f"{MAX_NDIM}", corrupt)
     count = math.prod(shape)  # Python ints: no overflow
     nbytes, body = count * dtype.itemsize, size - header_bytes
-    if nbytes > body:
-        raise DataError(f"{what} is truncated: its header declares shape {shape} of {dtype} "
-                        f"({nbytes} bytes), {max(body, 0)} bytes follow", corrupt)
-    check_nbytes(nbytes, what)
+    if nbytes != body:  # a member longer than its header declares is refused, not cut
+        said = "is truncated" if nbytes > body else "is longer than its header declares"
+        raise DataError(f"{what} {said}: shape {shape_text(shape)} of {dtype} needs "
+                        f"{format_bytes(nbytes)}, {format_bytes(max(body, 0))} follow the "
+                        "header", corrupt)
+    check_values(count, dtype, what)
     data = np.empty(count, dtype)
-    if read_into(f, data) < nbytes:
-        raise DataError(f"{what} is truncated: shape {shape} of {dtype} needs {nbytes} bytes",
+    if read_into(f, data) < nbytes or f.read(1):  # read to the end: a zip member's CRC
+        raise DataError(f"{what} is not the {format_bytes(nbytes)} its header declares",
                         corrupt)
     return data.reshape(shape, order="F" if fortran_order else "C")
 
@@ -576,7 +613,7 @@ def _split(x: torch.Tensor, y: torch.Tensor | None, test_fraction: float,
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_test = max(1, round(len(x) * test_fraction))
     parts = perm[n_test:], perm[:n_test]
-    return tuple((x[p].clone(), None if y is None else y[p].clone()) for p in parts)
+    return tuple((x[p], None if y is None else y[p]) for p in parts)  # indexing copies
 
 
 def list_datasets() -> list[tuple[str, str, str]]:

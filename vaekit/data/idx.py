@@ -5,10 +5,15 @@ Layout: magic = two zero bytes, a type code, the number of dimensions n; then n 
 uint32 sizes; then prod(sizes) values, big-endian. gzip is detected by content, not name.
 
 Bounded memory: the header says how many bytes the body must have. A raw file's size must
-match it and a gzip file is decompressed as a stream into a buffer of exactly that size (one
-byte more is read only to detect a longer body), so neither a lying header nor a gzip bomb
-can make the reader allocate more than the header declares; and no declared array may exceed
-``max_data_bytes()`` (4 GiB, or ``$VAEKIT_MAX_DATA_BYTES``).
+match it. A gzip file must be able to hold it (deflate packs at most 1032 bytes into one, so
+a 2 KB file declaring 3 GB is refused as truncated before anything is allocated), and it is
+decompressed as a stream into a buffer of exactly the declared size (one byte more is read
+only to detect a longer body), so neither a lying header nor a gzip bomb can make the reader
+allocate more than the header declares. No dataset may take more than ``max_data_bytes()``
+(4 GiB, or ``$VAEKIT_MAX_DATA_BYTES``) in memory once loaded, counted by
+:func:`memory_per_value` (4 bytes per value at least: the float32 copy a model input is).
+Files are opened by :func:`vaekit.io.open_regular` (regular files only: a FIFO or device
+is refused, never read).
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import stat
 import struct
 import zlib
 from pathlib import Path
@@ -25,6 +29,11 @@ from typing import BinaryIO
 import numpy as np
 
 from vaekit.errors import DataError
+from vaekit.io import human_bytes, open_regular, short_reason, shown
+
+__all__ = ["IDX_TYPES", "MAX_BYTES_ENV", "MAX_NDIM", "check_values", "format_bytes",
+           "max_data_bytes", "memory_per_value", "open_data_file", "read_idx", "read_into",
+           "shape_text", "short_reason", "write_idx"]
 
 # IDX type code -> numpy dtype (big-endian where multi-byte)
 IDX_TYPES: dict[int, np.dtype] = {
@@ -43,8 +52,9 @@ _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def max_data_bytes() -> int:
-    """The largest array (in bytes) a reader may allocate: ``$VAEKIT_MAX_DATA_BYTES``
-    (a byte count, optionally with a K/M/G/T suffix, powers of 1024), else 4 GiB."""
+    """The most memory (bytes) a dataset may take once loaded, counted by
+    :func:`memory_per_value`: ``$VAEKIT_MAX_DATA_BYTES`` (a byte count, optionally with a
+    K/M/G/T suffix, powers of 1024), else 4 GiB."""
     raw = os.environ.get(MAX_BYTES_ENV, "").strip()
     if not raw:
         return DEFAULT_MAX_DATA_BYTES
@@ -61,57 +71,50 @@ def max_data_bytes() -> int:
     return value
 
 
-def format_bytes(n: int) -> str:
-    """``format_bytes(3 * 2**30)`` -> ``'3.0 GiB'``."""
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
+format_bytes = human_bytes  # ``format_bytes(3 * 2**30)`` -> ``'3.0 GiB'``
+MAX_NDIM = 32  # numpy holds at most 64 dimensions; no dataset has more than a few
 
 
-def check_nbytes(nbytes: int, what: str) -> None:
-    """Refuse an array of ``nbytes`` (declared, not yet allocated) above the memory limit."""
-    limit = max_data_bytes()
-    if nbytes > limit:
-        raise DataError(f"{what} declares {format_bytes(nbytes)} of data, more than the limit "
+def memory_per_value(dtype: np.dtype) -> int:
+    """Bytes one stored value of ``dtype`` takes in memory once loaded: 4 (the float32 copy
+    that model inputs are), 8 for integers other than uint8 (read as int64 levels), or the
+    stored size where that is larger (float64 before its conversion)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu" and dtype != np.uint8:
+        return 8
+    return max(4, dtype.itemsize)
+
+
+def check_values(count: int, dtype: np.dtype, what: str) -> None:
+    """Refuse ``count`` values of ``dtype`` (declared, not yet allocated) whose loaded size
+    (:func:`memory_per_value`) exceeds the memory limit."""
+    need, limit = count * memory_per_value(dtype), max_data_bytes()
+    if need > limit:
+        raise DataError(f"{what}: {_count_text(count)} values of {np.dtype(dtype).name}, "
+                        f"{format_bytes(need)} in memory as model inputs, more than the limit "
                         f"of {format_bytes(limit)}",
                         f"check the file; if it is right, raise the limit with {MAX_BYTES_ENV}")
 
 
-def open_data_file(path: Path, what: str = "data file") -> BinaryIO:
-    """Open ``path`` for binary reading; one clear DataError if it is missing, a folder, a
-    pipe or device (reading those could block or never end) or unreadable."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise DataError(f"{what} {path} does not exist",
-                        "check the path or run `vaekit data list`") from None
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read {path}: {short_reason(err)}",
-                        "check the path and its permissions") from None
-    if stat.S_ISDIR(mode):
-        raise DataError(f"{path} is a folder where a file is expected",
-                        "pass the file itself, or the folder alone as --data")
-    if not stat.S_ISREG(mode):
-        raise DataError(f"{path} is not a regular file (a pipe, socket or device)",
-                        "copy the data into a regular file first")
-    try:
-        return open(path, "rb")
-    except PermissionError:
-        raise DataError(f"cannot read {path}: permission denied",
-                        "make it readable (chmod u+r) or copy it somewhere readable") from None
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {short_reason(err)}",
-                        "check the file and its permissions") from None
+def _count_text(n: int) -> str:
+    return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
 
 
-def short_reason(err: BaseException, limit: int = 160) -> str:
-    """An exception as one short line (library messages may span lines or quote bytes)."""
-    args = err.args
-    text = getattr(err, "strerror", None) or (
-        args[0] if len(args) > 1 and isinstance(args[0], str) else str(err))  # e.g. TokenError
-    text = " ".join(str(text).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def shape_text(shape: tuple[int, ...]) -> str:
+    """A shape for a one-line message: ``(60000, 28, 28)``, or its first sizes and its
+    number of dimensions if it has many."""
+    if len(shape) <= 6:
+        return str(tuple(shape))
+    return f"({', '.join(map(str, shape[:4]))}, ... {len(shape)} dimensions)"
+
+
+def open_data_file(path: Path, what: str = "data file", limit: int | None = None) -> BinaryIO:
+    """Open ``path`` for binary reading (:func:`vaekit.io.open_regular`): one DataError
+    line if it is missing, a folder, a pipe or device (reading those could block or never
+    end), unreadable, or larger than ``limit`` bytes."""
+    return open_regular(path, what, limit=limit, error=DataError,
+                        too_big=f"check the file; if it is right, raise the limit with "
+                                f"{MAX_BYTES_ENV}")
 
 
 _CHUNK = 2**20
@@ -128,49 +131,68 @@ def read_into(f: BinaryIO, buf: np.ndarray) -> int:
     return done
 
 
+_DEFLATE_RATIO = 1032  # the most bytes deflate can encode in one compressed byte
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (raw or gzip) into a numpy array, checking magic, sizes and length
     before allocating anything."""
     path = Path(path)
-    with open_data_file(path, "IDX file") as raw:
+    with open_data_file(path, "IDX file", limit=max_data_bytes()) as raw:
+        on_disk = os.fstat(raw.fileno()).st_size
         if raw.read(2) != _GZIP_MAGIC:
             raw.seek(0)
-            return _read_idx_stream(raw, path, os.fstat(raw.fileno()).st_size)
+            return _read_idx_stream(raw, path, on_disk, exact=True)
         raw.seek(0)
         try:
             with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                return _read_idx_stream(f, path, None)
+                return _read_idx_stream(f, path, _DEFLATE_RATIO * on_disk + 2**10, exact=False)
         except (OSError, EOFError, zlib.error) as err:
-            raise DataError(f"IDX file {path} is a corrupt or truncated gzip file "
+            raise DataError(f"IDX file {shown(path)} is a corrupt or truncated gzip file "
                             f"({short_reason(err)})", "download or copy the file again") from None
 
 
-def _read_idx_stream(f: BinaryIO, path: Path, size: int | None) -> np.ndarray:
-    """The IDX layout from a stream; ``size``: the stream's length when known (raw files)."""
+def _read_idx_header(f: BinaryIO, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from an IDX header; one DataError line for a malformed one."""
     corrupt = "the file is corrupt; copy it again"
     head = f.read(4)
     if len(head) < 4 or head[0] != 0 or head[1] != 0:
-        raise DataError(f"{path} is not an IDX file (bad magic number)",
+        raise DataError(f"{shown(path)} is not an IDX file (bad magic number)",
                         "pass an IDX file such as train-images-idx3-ubyte.gz")
     type_code, ndim = head[2], head[3]
     if type_code not in IDX_TYPES:
-        raise DataError(f"{path} has unknown IDX type code 0x{type_code:02x}", corrupt)
+        raise DataError(f"{shown(path)} has unknown IDX type code 0x{type_code:02x}", corrupt)
+    if ndim > MAX_NDIM:
+        raise DataError(f"IDX file {shown(path)} declares {ndim} dimensions; vaekit reads at "
+                        f"most {MAX_NDIM}", corrupt)
     dims = f.read(4 * ndim)
     if ndim == 0 or len(dims) < 4 * ndim:
-        raise DataError(f"{path} has a truncated IDX header", corrupt)
-    shape = struct.unpack(f">{ndim}I", dims)
-    dtype = IDX_TYPES[type_code]
+        raise DataError(f"{shown(path)} has a truncated IDX header", corrupt)
+    return struct.unpack(f">{ndim}I", dims), IDX_TYPES[type_code]
+
+
+def _read_idx_stream(f: BinaryIO, path: Path, size: int, exact: bool) -> np.ndarray:
+    """The IDX layout from a stream of ``size`` bytes (``exact``: a raw file), or of at
+    most ``size`` bytes (a gzip file's capacity)."""
+    shape, dtype = _read_idx_header(f, path)
+    header = 4 + 4 * len(shape)
     expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
-    if size is not None and size - 4 - 4 * ndim != expected:
-        _wrong_length(path, shape, expected, size - 4 - 4 * ndim)
+    if exact and size - header != expected:
+        _wrong_length(path, shape, expected, size - header)
     if expected == 0:
-        raise DataError(f"IDX file {path} holds no values (dimensions {tuple(shape)})", corrupt)
-    check_nbytes(expected, f"IDX file {path} (dimensions {tuple(shape)})")
+        raise DataError(f"IDX file {shown(path)} holds no values (dimensions "
+                        f"{shape_text(shape)})", "the file is corrupt; copy it again")
+    if not exact and header + expected > size:
+        raise DataError(f"{shown(path)} is truncated: its header {shape_text(shape)} declares "
+                        f"{format_bytes(expected)}, more than a gzip file of its size can hold",
+                        "the file is corrupt; copy it again")
+    check_values(math.prod(shape), dtype, f"IDX file {shown(path)} (dimensions "
+                 f"{shape_text(shape)})")
     body = np.empty(expected, np.uint8)
     found = read_into(f, body)
     if found < expected:
         _wrong_length(path, shape, expected, found)
-    if size is None and f.read(1):
+    if not exact and f.read(1):
         _wrong_length(path, shape, expected, None)
     arr = body.view(dtype).reshape(shape)
     if not dtype.isnative:
@@ -180,9 +202,9 @@ def _read_idx_stream(f: BinaryIO, path: Path, size: int | None) -> np.ndarray:
 
 def _wrong_length(path: Path, shape: tuple[int, ...], expected: int, found: int | None) -> None:
     what = "truncated" if found is not None and found < expected else "longer than its header says"
-    got = "more" if found is None else str(found)
-    raise DataError(f"{path} is {what}: header {tuple(shape)} needs {expected} bytes, found {got}",
-                    "the file is corrupt; copy it again")
+    got = "more" if found is None else format_bytes(max(found, 0))
+    raise DataError(f"{shown(path)} is {what}: header {shape_text(shape)} needs "
+                    f"{format_bytes(expected)}, found {got}", "the file is corrupt; copy it again")
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

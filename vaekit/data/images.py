@@ -10,23 +10,36 @@ Layouts (hidden files and files of other types are ignored):
   labels 0..C-1; the test split's class folders must be among them.
 
 Every image must have the size and mode of the first (else one error naming the first
-offending file). Grey images (mode ``L``; bilevel ``1`` becomes 0/255) load as (N, H, W)
-uint8; colour images channel-first as (N, C, H, W) uint8: ``RGB`` (and ``CMYK``, ``YCbCr``,
-palette ``P`` without transparency) as C = 3, ``RGBA`` (and ``LA``, palette with
-transparency) as C = 4. 16-bit and float images are refused. The whole array's size is
-checked against :func:`vaekit.data.idx.max_data_bytes` before it is allocated.
+offending file), after its EXIF orientation is applied (a photo stored sideways with an
+orientation tag is read upright, as image viewers show it). Grey images (mode ``L``; bilevel
+``1`` becomes 0/255; 1-, 2- and 4-bit grey PNGs scaled to 0..255) load as (N, H, W) uint8;
+colour images channel-first as (N, C, H, W) uint8: ``RGB`` (and ``CMYK``, ``YCbCr``,
+palette ``P`` without transparency) as C = 3, ``RGBA`` (and grey with alpha ``LA``, palette
+with transparency) as C = 4. Images of more than 8 bits per channel (16-bit grey ``I;16``,
+16-bit RGB, RGBA and grey-with-alpha PNGs), 32-bit integer (``I``) and float (``F``) images
+are refused, never cut to 8 bits.
+
+Bounded memory: every file's header is read first (Pillow reads sizes without decoding),
+and the folder's decoded size, counted as the float32 copy that model inputs are (4 bytes
+per value), is checked against :func:`vaekit.data.idx.max_data_bytes` before any image is
+decoded; images beyond Pillow's decompression-bomb limit are refused.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vaekit.data.idx import check_nbytes, open_data_file, short_reason
+from vaekit.data.idx import check_values, max_data_bytes, open_data_file, short_reason
 from vaekit.errors import DataError
+from vaekit.io import shown
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
@@ -119,65 +132,109 @@ def _label_array(labels: list[int]) -> np.ndarray | None:
     return np.asarray(labels, dtype=np.int64) if labels else None
 
 
+@dataclass(frozen=True)
+class _Header:
+    """What an image's header says: (width, height) once its EXIF orientation is applied,
+    the stored mode, and the mode it is loaded as."""
+
+    size: tuple[int, int]
+    mode: str
+    target: str
+
+
 def _read_images(files: list[Path]) -> tuple[np.ndarray, str]:
-    """Decode ``files`` into one (N, H, W) or (N, C, H, W) uint8 array; also 'HxW MODE'."""
-    first = files[0]
-    size, mode, target = _probe(first)
-    channels = CHANNELS[target]
-    w, h = size
+    """Decode ``files`` into one (N, H, W) or (N, C, H, W) uint8 array; also 'HxW MODE'.
+    Every header is read, and the whole array's size checked, before anything is decoded."""
+    first, head = files[0], _header(files[0])
+    for file in files[1:]:
+        _same(file, _header(file), first, head)
+    channels = CHANNELS[head.target]
+    w, h = head.size
     shape = (len(files), h, w) if channels == 1 else (len(files), channels, h, w)
-    check_nbytes(math.prod(shape), f"the {len(files)} images of {first.parent} "
-                 f"({_describe(size, mode)})")
+    check_values(math.prod(shape), np.dtype(np.uint8),
+                 f"the {len(files)} images of {shown(first.parent)} ({_describe(head)})")
     out = np.empty(shape, np.uint8)
     for i, file in enumerate(files):
-        pixels = _decode(file, size, mode, target, first)  # (H, W) or (H, W, C)
+        pixels = _decode(file, head, first)  # (H, W) or (H, W, C)
         out[i] = pixels if channels == 1 else pixels.transpose(2, 0, 1)
-    return out, _describe(size, mode) + (f" read as {target}" if target != mode else "")
+    target = f" read as {head.target}" if head.target != head.mode else ""
+    return out, _describe(head) + target
 
 
-def _describe(size: tuple[int, int], mode: str) -> str:
+def _describe(head: _Header) -> str:
     """Pillow's (width, height) and mode as 'HxW MODE' (rows first, like the array shape)."""
-    return f"{size[1]}x{size[0]} {mode}"
+    return f"{head.size[1]}x{head.size[0]} {head.mode}"
 
 
-def _probe(file: Path) -> tuple[tuple[int, int], str, str]:
-    """(size, stored mode, mode to load as) from the first image's header."""
-    from PIL import Image
-
-    with open_data_file(file, "image") as f:
-        try:
-            with Image.open(f) as im:
-                size, mode, info = im.size, im.mode, dict(im.info)
-        except Exception as err:  # Pillow's decoders raise many types on malformed files
-            raise _unreadable(file, err) from None
-    target = CONVERT.get(mode)
-    if mode == "P" and "transparency" in info:
-        target = "RGBA"
-    if target is None:
-        raise DataError(f"{file} has image mode {mode} (16-bit or floating-point pixels), "
-                        "which vaekit does not read",
-                        "convert the images to 8-bit grey, RGB or RGBA (e.g. PNG mode L or RGB)")
-    return size, mode, target
-
-
-def _decode(file: Path, size: tuple[int, int], mode: str, target: str,
-            first: Path) -> np.ndarray:
-    from PIL import Image
-
-    with open_data_file(file, "image") as f:
-        try:
-            with Image.open(f) as im:
-                if im.size != size or im.mode != mode:
-                    raise DataError(
-                        f"{file} is {_describe(im.size, im.mode)}, but the first image {first} "
-                        f"is {_describe(size, mode)} (height x width, mode)",
+def _same(file: Path, head: _Header, first: Path, want: _Header) -> None:
+    """Refuse an image whose size or mode differs from the first one's."""
+    if (head.size, head.mode) != (want.size, want.mode):
+        raise DataError(f"{shown(file)} is {_describe(head)}, but the first image "
+                        f"{shown(first)} is {_describe(want)} (height x width, mode)",
                         "convert every image to one size and mode (e.g. Pillow's "
                         "im.convert(...).resize(...))")
-                return np.asarray(im.convert(target) if im.mode != target else im, np.uint8)
+
+
+@contextmanager
+def _image(file: Path) -> Iterator[Any]:
+    """The lazily opened Pillow image of ``file`` (its header read, nothing decoded);
+    Pillow's failures and its decompression-bomb error become one DataError line."""
+    from PIL import Image
+
+    with open_data_file(file, "image", limit=max_data_bytes()) as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. DecompressionBombWarning: sizes are checked here
+        try:
+            with Image.open(f) as im:
+                yield im
         except DataError:
             raise
         except Exception as err:  # Pillow's decoders raise many types on malformed files
             raise _unreadable(file, err) from None
+
+
+def _header(file: Path) -> _Header:
+    """The header of ``file`` (nothing decoded), refusing modes vaekit does not read."""
+    with _image(file) as im:
+        return _header_of(im, file)
+
+
+def _header_of(im: Any, file: Path) -> _Header:
+    mode, info = im.mode, im.info
+    target = "RGBA" if mode == "P" and "transparency" in info else CONVERT.get(mode)
+    rawmodes = [t.args if isinstance(t.args, str) else str(t.args) for t in im.tile]
+    if target is None or any(";16" in r for r in rawmodes):
+        bits = ("16-bit pixels (image mode {}, 16 bits per channel)" if target is not None
+                else "16-bit pixels (image mode {})" if "16" in mode
+                else "16-bit or floating-point pixels (image mode {})").format(mode)
+        raise DataError(f"{shown(file)} has {bits}, which vaekit does not read (it reads 8 "
+                        "bits per channel)",
+                        "convert the images to 8-bit grey, RGB or RGBA (e.g. PNG mode L or RGB)")
+    w, h = im.size
+    return _Header((h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h), mode, target)
+
+
+def _orientation(im: Any) -> int:
+    """The EXIF orientation tag (1: upright) where the header holds it; a PNG whose eXIf
+    chunk follows the pixels is checked again once decoded."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1  # Pillow would decode the image to look further
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a malformed EXIF block: decoding reports it, or reads it as upright
+        return 1
+
+
+def _decode(file: Path, want: _Header, first: Path) -> np.ndarray:
+    from PIL import ImageOps
+
+    with _image(file) as im:
+        _same(file, _header_of(im, file), first, want)  # the file may have changed since
+        ImageOps.exif_transpose(im, in_place=True)  # decodes; upright as viewers show it
+        if im.size != want.size:
+            raise DataError(f"{shown(file)} is {im.size[1]}x{im.size[0]} once its EXIF "
+                            f"orientation is applied, but the first image {shown(first)} is "
+                            f"{_describe(want)}", "store every image upright at one size")
+        return np.asarray(im.convert(want.target) if im.mode != want.target else im, np.uint8)
 
 
 def _unreadable(file: Path, err: Exception) -> DataError:
@@ -185,4 +242,4 @@ def _unreadable(file: Path, err: Exception) -> DataError:
 
     why = ("Pillow does not recognise it as an image" if isinstance(err, UnidentifiedImageError)
            else short_reason(err))
-    return DataError(f"cannot read image {file}: {why}", "replace or remove the file")
+    return DataError(f"cannot read image {shown(file)}: {why}", "replace or remove the file")
