@@ -175,18 +175,25 @@ def test_no_valid_checkpoint_is_one_line_and_nothing_changes(ring3, tmp_path, cl
     assert snapshot(run) == before
 
 
-def test_run_directories_of_earlier_versions_load_with_a_note(ring3, tmp_path, cli):
+def test_run_directories_of_earlier_versions_load_when_asked_with_a_note(ring3, tmp_path, cli,
+                                                                         snapshot):
     run = legacy(copy_run(ring3, tmp_path))
-    res = cli("sample", run, "-n", "4", "--out", tmp_path / "s.png")
+    before = snapshot(run)  # no checksums: refused unless asked for by name, nothing written
+    cli("sample", run, "-n", "4", "--out", tmp_path / "s.png").assert_user_error(
+        "no manifest.json", "--allow-unverified")
+    cli("train", "--resume", run, "--epochs", "4", "--no-progress").assert_user_error(
+        "--allow-unverified")
+    assert snapshot(run) == before and not (tmp_path / "s.png").exists()
+    res = cli("sample", run, "-n", "4", "--out", tmp_path / "s.png", "--allow-unverified")
     assert res.code == 0, res.err
     assert "has no checksums" in res.err and "loaded unverified" in res.err
-    res = cli("train", "--resume", run, "--epochs", "4", "--no-progress")
+    res = cli("train", "--resume", run, "--epochs", "4", "--no-progress", "--allow-unverified")
     assert res.code == 0, res.err
     assert (run / "checkpoint" / "manifest.json").is_file()  # new checkpoints have one
     assert not (run / "checkpoint.1" / "manifest.json").exists()  # the old one rotated
     old = legacy(copy_run(ring3, tmp_path, "crashed-swap"))  # 0.2.0 crashed mid-swap
     (old / "checkpoint").rename(old / "checkpoint.old")
-    assert cli("evaluate", old, "--k", "2").code == 0
+    assert cli("evaluate", old, "--k", "2", "--allow-unverified").code == 0
 
 
 def _nan_weights(ckpt: Path) -> None:
@@ -200,7 +207,7 @@ def test_non_finite_weights_are_refused(ring3, tmp_path, cli, snapshot):
     _nan_weights(run / "checkpoint")
     before = snapshot(run)
     for argv in (["evaluate", run, "--k", "2"], ["sample", run], ["reconstruct", run]):
-        cli(*argv).assert_user_error("non-finite weights")
+        cli(*argv, "--allow-unverified").assert_user_error("non-finite weights")
     assert snapshot(run) == before
     run = copy_run(ring3, tmp_path, "rehashed")  # checksums that match NaN weights
     for n in ("checkpoint", "checkpoint.1", "checkpoint.2"):
@@ -434,7 +441,8 @@ def _cfg_edit(path: str, value):
 def _trainer_edit(path: str, value):  # a legacy checkpoint: no checksum to catch the edit
     return lambda r, t: ["train", "--resume", _edit_json(legacy(copy_run(r, t)),
                                                          "checkpoint/trainer.json",
-                                                         _set(path, value)), "--no-progress"]
+                                                         _set(path, value)), "--no-progress",
+                         "--allow-unverified"]
 
 
 def _optimizer_of_another_shape(r: Path, t: Path) -> list:
@@ -444,7 +452,7 @@ def _optimizer_of_another_shape(r: Path, t: Path) -> list:
     key = next(k for k in tensors if k.endswith("exp_avg"))
     tensors[key] = torch.zeros(3, 3)
     save_file(tensors, str(path))
-    return ["train", "--resume", run, "--no-progress"]
+    return ["train", "--resume", run, "--no-progress", "--allow-unverified"]
 
 
 def _bytes(name: str, data: bytes, make_legacy: bool = False):
@@ -453,7 +461,7 @@ def _bytes(name: str, data: bytes, make_legacy: bool = False):
         if make_legacy:
             legacy(run)
         (run / name).write_bytes(data)
-        return ["evaluate", run, "--k", "2"]
+        return ["evaluate", run, "--k", "2", *(["--allow-unverified"] if make_legacy else [])]
     return make
 
 
@@ -512,7 +520,45 @@ BAD = {  # name -> (argv builder (ring3, tmp), fragment of the error line)
                                "cannot create the run directory"),
     "gradients-json-is-run-state": (lambda r, t: ["gradients", (run := copy_run(r, t)),
                                                   "--json", run / "config.json"],
-                                    "would overwrite the run's own state"),
+                                    "would overwrite the state of the run"),
+    "evaluate-json-other-runs-manifest": (
+        lambda r, t: ["evaluate", copy_run(r, t), "--force", "--json",
+                      copy_run(r, t, "other") / "checkpoint" / "manifest.json"], "would overwrite"),
+    "gradients-json-exists": (lambda r, t: ((t / "g.json").write_text("{}"),
+                                            ["gradients", copy_run(r, t), "--json",
+                                             t / "g.json"])[1], "already exists"),
+    "sample-out-into-other-runs-checkpoint": (
+        lambda r, t: ["sample", copy_run(r, t), "--force", "--out",
+                      copy_run(r, t, "other") / "checkpoint" / "s.png"], "would overwrite"),
+    "train-epochs-0": (lambda r, t: ["train", *RING, "--epochs", "0", "--out", t / "new"],
+                       "at least one epoch"),
+    "latent-dim-2-to-63": (lambda r, t: ["train", *RING, "--latent-dim", str(2**63), "--out",
+                                         t / "new"], "out of range"),
+    "hidden-1e20": (lambda r, t: ["train", *RING, "--hidden", "99999999999999999999", "--out",
+                                  t / "new"], "out of range"),
+    "epochs-2-to-31": (lambda r, t: ["train", *RING, "--epochs", str(2**31), "--out",
+                                     t / "new"], "beyond the largest size"),
+    "beta-1e308": (lambda r, t: ["train", *RING, "--beta", "1e308", "--out", t / "new"],
+                   "beta must be in"),
+    "config-yaml-int-key": (lambda r, t: ((t / "c.yaml").write_text("model: {1: 2}\n"),
+                                          ["train", "--config", t / "c.yaml", *RING, "--out",
+                                           t / "new"])[1], "not a name"),
+    "config-toml-huge-int": (lambda r, t: ((t / "c.toml").write_text(
+        "[model]\nlabel_dim = 9223372036854775807\n"), ["train", "--config", t / "c.toml",
+                                                         *RING, "--out", t / "new"])[1],
+        "beyond the largest size"),
+    "evaluate-kde-no-centres": (lambda r, t: ["evaluate", copy_run(r, t), "--kde",
+                                              "--kde-max-train", "0"], "--kde-max-train"),
+    "evaluate-generation-1": (lambda r, t: ["evaluate", copy_run(r, t), "--generation", "1"],
+                              "too few samples"),
+    "evaluate-memory-mb-1e308": (lambda r, t: ["evaluate", copy_run(r, t), "--memory-mb",
+                                               "1e308"], "--memory-mb"),
+    "evaluate-k-1e9": (lambda r, t: ["evaluate", copy_run(r, t), "--k", "1000000000"],
+                       "beyond it no estimate finishes"),
+    "gradients-repeats-2-to-31": (lambda r, t: ["gradients", copy_run(r, t), "--repeats",
+                                                str(2**31)], "--repeats"),
+    "evaluate-unverified-checkpoint": (lambda r, t: ["evaluate", legacy(copy_run(r, t))],
+                                       "--allow-unverified"),
     "keep-checkpoints-0": (lambda r, t: ["train", *RING, "--keep-checkpoints", "0", "--out",
                                          t / "new"], "--keep-checkpoints"),
 }
@@ -584,7 +630,7 @@ def test_python_resume_checks_the_checkpoint_position(ring3, tmp_path):
     run = legacy(copy_run(ring3, tmp_path))
     _edit_json(run, "checkpoint/trainer.json", _set("step", 7))
     with pytest.raises(CheckpointError, match="do not fit this run's 5 steps per epoch"):
-        setup_run(RunConfig.load(run / "config.json"), run, resume=True)
+        setup_run(RunConfig.load(run / "config.json"), run, resume=True, allow_unverified=True)
 
 
 # ------------------------------------------------------------------ 5. noise per chunk

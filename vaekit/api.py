@@ -33,8 +33,8 @@ from vaekit.config import KEEP, RunConfig, Stage2Config, configure, stage2_setti
 from vaekit.data.datasets import list_datasets
 from vaekit.errors import CheckpointError, ConfigError, VaekitError
 from vaekit.evaluation.gradients import gradient_study
-from vaekit.evaluation.suite import SECTIONS, EvalOptions, evaluate_all
-from vaekit.io import atomic_write_bytes, atomic_write_text
+from vaekit.evaluation.suite import MAX_SAMPLES, SECTIONS, EvalOptions, evaluate_all
+from vaekit.io import JSON_LIMIT, append_text, atomic_write_bytes, atomic_write_text, read_json
 from vaekit.limits import check_samples
 from vaekit.numerics import chunks, derive_seed, seeded_generator
 from vaekit.report import ReportResult, write_report
@@ -83,7 +83,7 @@ def check_command(command: str) -> None:
 def train(cfg: RunConfig | None, run_dir: str | Path, *, resume: bool = False,
           overrides: dict[str, Any] | None = None, progress: bool = True,
           echo: bool | None = None, checkpoint_every: int = 0, keep_checkpoints: int = KEEP,
-          on_epoch: Any = None) -> Run:
+          on_epoch: Any = None, allow_unverified: bool = False) -> Run:
     """Train ``cfg`` into ``run_dir`` (new), or continue the run saved there (``resume``,
     with ``cfg`` None or only ``overrides``, nested like a config file); with a ``stage2``
     section, then fit stage 2 on the trained stage 1 in memory. Returns the stage-1 run
@@ -92,8 +92,10 @@ def train(cfg: RunConfig | None, run_dir: str | Path, *, resume: bool = False,
     ``progress`` shows a progress bar and prints the set-up and one line per epoch (``echo``
     prints them without the bar); ``checkpoint_every`` > 0 also checkpoints every that many
     steps inside an epoch; ``on_epoch(row, model)`` is called after each epoch's validation
-    and checkpoint; the last ``keep_checkpoints`` checkpoints are kept."""
-    run = setup_run(cfg, run_dir, resume=resume, overrides=overrides)
+    and checkpoint; the last ``keep_checkpoints`` checkpoints are kept; ``allow_unverified``:
+    a resume may start from a checkpoint without checksums (vaekit <= 0.2.0)."""
+    run = setup_run(cfg, run_dir, resume=resume, overrides=overrides,
+                    allow_unverified=allow_unverified)
     run.keep_checkpoints = keep_checkpoints
     fit(run, standard_callbacks(run, progress=progress, echo=echo,
                                 checkpoint_every=checkpoint_every, on_epoch=on_epoch))
@@ -123,9 +125,8 @@ def train_stage2(rd: RunDir, overrides: dict[str, Any] | None = None, *, progres
 
 def record_command(run_dir: Path, argv: list[str]) -> None:
     """Append when, where and the exact command to RUN_DIR/command.txt (the report shows it)."""
-    with open(run_dir / COMMAND_FILE, "a", encoding="utf-8") as f:
-        f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}, in {os.getcwd()}\n"
-                f"vaekit {shlex.join(argv)}\n")
+    append_text(run_dir / COMMAND_FILE, f"# {time.strftime('%Y-%m-%d %H:%M:%S')}, in "
+                f"{os.getcwd()}\nvaekit {shlex.join(argv)}\n", "the command log")
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu",
@@ -179,6 +180,9 @@ def check_evaluation(rd: RunDir, opts: EvalOptions) -> None:
                           f"once ({need / 2**20:,.0f} MB), beyond --memory-mb "
                           f"{opts.memory_mb:g}", "use a smaller K for --naive, or raise "
                           "--memory-mb")
+    if opts.naive > MAX_SAMPLES:
+        raise ConfigError(f"--naive {opts.naive:,} is beyond {MAX_SAMPLES:,} samples (beyond it "
+                          "no estimate finishes)", "pass a smaller K for --naive")
     if opts.generation:
         check_samples(rd.stage1, 2 * opts.generation, f"--generation {opts.generation:,} "
                       "(samples and as many test images)", "ask for fewer",
@@ -227,9 +231,10 @@ def merge_evaluation(res: dict[str, Any], path: Path, record: dict[str, Any]
     res = {**res, "checkpoint": record}
     res["section_checkpoints"] = {k: record for k in ("standard", *SECTIONS)
                                   if k == "standard" or k in res}
-    try:
-        old = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    try:  # an unreadable or hand-broken earlier file is replaced (it is this command's output)
+        old = read_json(path, JSON_LIMIT, "earlier evaluation", error=CheckpointError) \
+            if os.path.lexists(path) else {}
+    except CheckpointError:
         old = {}
     old = old if isinstance(old, dict) else {}
     notes, old_ckpts = [], old.get("section_checkpoints", {})
@@ -347,12 +352,13 @@ class GradientOptions:
     seed: int = 0
 
     def validate(self) -> None:
-        for name, low in (("repeats", 2), ("batch_size", 1), ("reference", 1)):
-            if getattr(self, name) < low:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got "
-                                  f"{getattr(self, name)}", "see `vaekit gradients --help`")
-        if min(self.samples) < 1:
-            raise ConfigError(f"--samples must be >= 1, got {min(self.samples)}",
+        for name, low, high in (("repeats", 2, 10**5), ("batch_size", 1, 10**6),
+                                ("reference", 1, 10**7)):
+            if not low <= getattr(self, name) <= high:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in {low:,} .. {high:,}, "
+                                  f"got {getattr(self, name):,}", "see `vaekit gradients --help`")
+        if not 1 <= min(self.samples) <= max(self.samples) <= 10**6:
+            raise ConfigError(f"--samples must be in 1 .. 1,000,000, got {self.samples}",
                               "pass e.g. --samples 1 10 100")
 
 

@@ -92,7 +92,8 @@ def cmd_train(api: ModuleType, args: argparse.Namespace, argv: list[str]) -> Non
     args.interrupted = f"interrupted; resume training with `vaekit train --resume {run_dir}`"
     run = api.train(cfg, run_dir, resume=bool(args.resume), overrides=flags,
                     progress=not args.no_progress, echo=True,
-                    checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints)
+                    checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+                    allow_unverified=args.allow_unverified)
     if run.world.main:  # data parallel: rank 0 reports
         last = run.history[-1] if run.history else {}
         print(f"protocol: {run.data.protocol}")
@@ -110,7 +111,8 @@ def _stage2(api: ModuleType, args: argparse.Namespace, argv: list[str], flags: d
                           "stage-2 settings (--stage2-epochs)", "drop the other flags; put more "
                           "stage-2 settings in the run's config.json stage2 section")
     args.interrupted = f"interrupted; continue stage 2 with `vaekit train --stage2 {args.stage2}`"
-    rd = api.RunDir.open(args.stage2, "cpu", stage2=False)
+    rd = api.RunDir.open(args.stage2, "cpu", stage2=False,
+                         allow_unverified=args.allow_unverified)
     run = api.train_stage2(rd, flags, progress=not args.no_progress, echo=True,
                            checkpoint_every=args.checkpoint_every)
     if run.world.main:
@@ -141,6 +143,11 @@ def _finish(api: ModuleType, rd: Any, args: argparse.Namespace, argv: list[str])
           f"{res.seconds:.1f} s)")
 
 
+def _open(api: ModuleType, args: argparse.Namespace, device: str = "cpu") -> Any:
+    """The run directory named on the command line, opened once for the whole command."""
+    return api.RunDir.open(args.run, device, allow_unverified=args.allow_unverified)
+
+
 def cmd_evaluate(api: ModuleType, args: argparse.Namespace, argv: list[str]) -> None:
     opts = api.EvalOptions(**{k: getattr(args, k) for k in (
         "split", "limit", "k", "loglik", "naive", "kde", "kde_max_train", "diagnostics",
@@ -148,7 +155,7 @@ def cmd_evaluate(api: ModuleType, args: argparse.Namespace, argv: list[str]) -> 
         inception_weights=str(args.inception_weights or ""))
     opts.validate()
     api.check_output(args.json, (".json",))
-    rd = api.RunDir.open(args.run, args.device)
+    rd = _open(api, args, args.device)
     opts.batch_size = rd.cfg.train.eval_batch_size
     args.interrupted = "interrupted: the evaluation was not saved"
     out = api.evaluate(rd, opts, args.json, args.force)
@@ -173,7 +180,7 @@ def cmd_gradients(api: ModuleType, args: argparse.Namespace, argv: list[str]) ->
     api.check_output(args.out, api.IMAGE_SUFFIXES)
     opts = api.GradientOptions(args.samples, args.repeats, args.batch_size, args.reference,
                                args.seed)
-    res, written = api.gradients(api.RunDir.open(args.run, args.device), opts, args.json,
+    res, written = api.gradients(_open(api, args, args.device), opts, args.json,
                                  args.out, args.force)
     print(api.format_gradients(res))
     print(f"variance vs S plotted in {written.paths[1]}; figures written to {written.paths[0]}")
@@ -182,20 +189,20 @@ def cmd_gradients(api: ModuleType, args: argparse.Namespace, argv: list[str]) ->
 def cmd_sample(api: ModuleType, args: argparse.Namespace, argv: list[str]) -> None:
     check_seed(args.seed)
     api.check_output(args.out, api.IMAGE_SUFFIXES)
-    done = api.sample(api.RunDir.open(args.run, "cpu"), args.n, args.seed, args.draw,
+    done = api.sample(_open(api, args), args.n, args.seed, args.draw,
                       args.label, args.out, args.force)
     print(f"{done.what} written to {' and '.join(map(str, done.paths))}")
 
 
 def cmd_reconstruct(api: ModuleType, args: argparse.Namespace, argv: list[str]) -> None:
     api.check_output(args.out, api.IMAGE_SUFFIXES)
-    done = api.reconstruct(api.RunDir.open(args.run, "cpu"), args.n, args.out, args.force)
+    done = api.reconstruct(_open(api, args), args.n, args.out, args.force)
     print(f"{done.what} written to {done.paths[0]}")
 
 
 def cmd_report(api: ModuleType, args: argparse.Namespace, argv: list[str]) -> None:
     api.check_output(args.out, (".html", ".htm"))
-    res = api.report(api.RunDir.open(args.run, "cpu"), args.out, not args.no_progress)
+    res = api.report(_open(api, args), args.out, not args.no_progress)
     print(f"report: {res.path} ({res.bytes / 1024:.0f} KB, {len(res.figures)} figures: "
           f"{', '.join(res.figures)}; {res.seconds:.1f} s); PNG and SVG files in "
           f"{args.run / 'figures'}")

@@ -32,7 +32,7 @@ from typing import Any
 
 from vaekit import __version__
 from vaekit.errors import CheckpointError, ConfigError
-from vaekit.io import atomic_write_text
+from vaekit.io import CONFIG_LIMIT, JSON_LIMIT, atomic_write_text, read_json, read_text
 from vaekit.registry import LIKELIHOODS, MODELS, NETWORKS, OBJECTIVES, PRIORS, Options, component
 
 # the data layer's transforms (vaekit.data.transforms.transform_names(), with the two-stage
@@ -40,6 +40,9 @@ from vaekit.registry import LIKELIHOODS, MODELS, NETWORKS, OBJECTIVES, PRIORS, O
 # auto: the likelihood's own default
 TRANSFORMS = ("auto", "none", "scale", "binarize", "dequantize", "posterior-sample")
 SEED_LIMIT = 2**63  # seeds (and seed + small offsets) must fit torch's 64-bit generators
+MAX_BETA = 1e6  # a KL weight beyond it leaves nothing of the reconstruction term (float32)
+INT_LIMIT = 2**63  # every integer setting fits a 64-bit integer (torch's sizes and seeds)
+SIZE_LIMIT = 2**31  # sizes (widths, latent size, batch, epochs): beyond any real run
 KEEP = 3  # checkpoints a run directory keeps: checkpoint/, checkpoint.1/, checkpoint.2/
 # constant; cosine: decay to 0 over the run; burda: Burda et al. (2015), lr * 10^(-i/7) over
 # the 3^i epochs of stage i = 0, 1, 2, ... (3,280 epochs to the end of stage 7)
@@ -66,6 +69,20 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 def _check(ok: bool, problem: str, fix: str) -> None:
     if not ok:
         raise ConfigError(problem, fix)
+
+
+def check_sizes(obj: Any, path: str) -> None:
+    """Every integer (or list of integers) of a settings dataclass but its seeds is below
+    ``SIZE_LIMIT``: widths, latent sizes, batches, epochs beyond it cannot be a real run."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        values = value if isinstance(value, list) else [value]
+        big = [v for v in values if isinstance(v, int) and not isinstance(v, bool)
+               and v >= SIZE_LIMIT]
+        if big and "seed" not in f.name:
+            raise ConfigError(f"{path}.{f.name} = {big[0]:,} is beyond the largest size vaekit "
+                              f"takes ({SIZE_LIMIT - 1:,})", f"give {path}.{f.name} a smaller "
+                              "value")
 
 
 @dataclass
@@ -121,8 +138,10 @@ class ModelConfig:
                         ("num_classes", self.num_classes >= 0)):
             _check(ok, f"model.{key} = {getattr(self, key)} is not a size (negative)",
                    "it is filled from the data: leave it out of a config file")
+        check_sizes(self, "model")
         for name in ("kind", "arch", "likelihood", "prior"):
             getattr(self, name).validate()
+            check_sizes(getattr(self, name), f"model.{name}")
 
 
 @dataclass
@@ -174,8 +193,10 @@ class TrainConfig:
         _check(self.grad_clip >= 0 and math.isfinite(self.grad_clip),
                f"grad_clip must be a finite number >= 0, got {self.grad_clip}",
                "pass e.g. --grad-clip 10 (0 = off)")
-        _check(self.beta >= 0 and math.isfinite(self.beta),
-               f"beta must be a finite number >= 0, got {self.beta}", "pass e.g. --beta 1")
+        _check(0 <= self.beta <= MAX_BETA, f"beta must be in [0, {MAX_BETA:g}], got {self.beta}",
+               "pass e.g. --beta 1")
+        check_sizes(self, "train")
+        check_sizes(self.objective, "train.objective")
         _check(self.world_size >= 1, f"world_size must be >= 1, got {self.world_size}",
                "leave world_size out: the run records it")
         _check(0 <= self.seed < SEED_LIMIT, f"seed {self.seed} is outside 0 .. 2**63 - 1",
@@ -249,12 +270,7 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read config {path}: {err}",
-                              "check the file, or point at a run directory vaekit wrote") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_json(path, JSON_LIMIT, "run config", error=ConfigError))
 
 
 # settings that may change when a run resumes (recorded in config.json); all others must match
@@ -404,10 +420,23 @@ def _parse_scalar(kind: Any, value: Any, path: str) -> Any:
             return None
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer beyond any float
+                raise _out_of_range(value, path) from None
+    elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+        if not -INT_LIMIT <= value < INT_LIMIT:
+            raise _out_of_range(value, path)
+        return value
     elif isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
         return value
     raise _wrong_type(kind, value, path)
+
+
+def _out_of_range(value: Any, path: str) -> ConfigError:
+    shown = str(value) if abs(value) < 10**24 else f"about 2^{int(abs(value)).bit_length() - 1}"
+    return ConfigError(f"{path} = {shown} is out of range (beyond a 64-bit integer)",
+                       f"give {path} a smaller value")
 
 
 def _wrong_type(kind: Any, value: Any, path: str) -> ConfigError:
@@ -420,6 +449,10 @@ def _parse_dataclass(kind: type, value: Any, path: str) -> Any:
         raise ConfigError(f"config section {path!r} must be a mapping, got {value!r}",
                           "write e.g. model: {latent_dim: 16}")
     fields = {f.name: f for f in dataclasses.fields(kind) if f.init}
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"config section {path!r} has a key that is not a name: {bad[0]!r}",
+                          "write keys as names, e.g. model: {latent_dim: 16}")
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in config section {path!r}",
@@ -552,13 +585,14 @@ def _yaml_load(text: str) -> Any:
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a YAML (.yaml/.yml) or TOML (.toml) config file into a nested dict."""
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist", "check the --config path")
     if path.suffix not in (".toml", ".yaml", ".yml"):
         raise ConfigError(f"config file {path} is neither YAML nor TOML",
                           "name it *.yaml, *.yml or *.toml")
     try:
-        text = path.read_text()
+        text = read_text(path, CONFIG_LIMIT, "config file", error=ConfigError)
+    except ConfigError as err:  # missing, not a regular file, too large, not UTF-8
+        raise ConfigError(f"cannot parse the config file: {err.problem}", err.fix) from None
+    try:
         if path.suffix == ".toml":
             try:
                 import tomllib

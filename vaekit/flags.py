@@ -84,6 +84,8 @@ NO_REPORT = ("--no-report", "flag", None, "do not write RUN_DIR/report.html at t
 PROGRESS = ("--no-progress", "flag", None, "hide the progress bar")
 OUT, FORCE = ("--out", Path, None, "output file (default: in the run directory)"), \
     ("--force", "flag", None, "replace existing output files")
+UNVERIFIED = ("--allow-unverified", "flag", None, "load a checkpoint that has no checksums "
+              "(manifest.json; written by vaekit 0.2.0 or earlier)")
 # every command: (help, positional argument, flags as (name, type or "flag", default, help))
 COMMANDS: dict[str, tuple[str, str | None, list[tuple[str, Any, Any, str]]]] = {
     "train": ("train a VAE (precedence: defaults < --preset < --config file < flags)", None, [
@@ -96,7 +98,7 @@ COMMANDS: dict[str, tuple[str, str | None, list[tuple[str, Any, Any, str]]]] = {
         ("--checkpoint-every", int, 0, "also checkpoint every N steps within an epoch (0: "
          "per epoch only)"),
         ("--keep-checkpoints", int, KEEP, "checkpoints kept: checkpoint/, checkpoint.1/, ..."),
-        PROGRESS, NO_REPORT]),
+        PROGRESS, NO_REPORT, UNVERIFIED]),
     "evaluate": ("ELBO, IWAE-k, log p(x) estimators, KDE, diagnostics", "run", [
         ("--k", int, 100, "samples of the IWAE-k bound"),
         ("--loglik", int, 0, "importance-sampled log p(x) with K samples, IWAE curve, ELBO "
@@ -121,14 +123,14 @@ COMMANDS: dict[str, tuple[str, str | None, list[tuple[str, Any, Any, str]]]] = {
         ("--device", str, "auto", "auto | cpu | cuda"),
         ("--json", Path, None, "write figures here (default: RUN/eval-SPLIT.json, where "
          "evaluations accumulate; with --limit N RUN/eval-SPLIT-firstN.json)"),
-        FORCE, NO_REPORT]),
+        FORCE, NO_REPORT, UNVERIFIED]),
     "sample": ("generate new data: z ~ p(z), x = mean of p(x|z)", "run", [
         ("-n", int, 64, "number of samples"), ("--seed", int, 0, "noise seed"),
         ("--draw", "flag", None, "draw x ~ p(x|z) instead of its mean"),
         ("--label", int, None, "class to generate, for a conditional model (default: every "
-         "class in turn)"), OUT, FORCE]),
+         "class in turn)"), OUT, FORCE, UNVERIFIED]),
     "reconstruct": ("test examples and their reconstructions", "run",
-                    [("-n", int, 32, "number of examples"), OUT, FORCE]),
+                    [("-n", int, 32, "number of examples"), OUT, FORCE, UNVERIFIED]),
     "gradients": ("variance, SNR and accuracy of ELBO/IWAE gradient estimators "
                   "(reparameterization, score function, STL, DReG)", "run", [
         ("--samples", list, [1, 10, 100], "samples per example of each estimate"),
@@ -137,10 +139,12 @@ COMMANDS: dict[str, tuple[str, str | None, list[tuple[str, Any, Any, str]]]] = {
         ("--reference", int, 1000, "samples per example of the reference gradient"),
         ("--seed", int, 0, "latent noise"), ("--device", str, "auto", "auto | cpu | cuda"),
         ("--json", Path, None, "write figures here (default: RUN/gradients.json)"),
-        ("--out", Path, None, "variance-vs-S figure (default: RUN/gradients.png)"), FORCE]),
+        ("--out", Path, None, "variance-vs-S figure (default: RUN/gradients.png)"), FORCE,
+        UNVERIFIED]),
     "report": ("one self-contained HTML report of a run, with every figure that applies "
                "(PNG and SVG in RUN_DIR/figures/)", "run",
-               [("--out", Path, None, "HTML file (default: RUN/report.html)"), PROGRESS]),
+               [("--out", Path, None, "HTML file (default: RUN/report.html)"), PROGRESS,
+                UNVERIFIED]),
     "demo": ("`vaekit demo ring`: a VAE learns the ring of seed 000's Figure 2; the report "
              "shows it (under a minute on 2 CPU cores)", "name", [
         ("--out", Path, None, "new run directory (default: runs/ring-demo-<time>)"),

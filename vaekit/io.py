@@ -336,3 +336,24 @@ def read_jsonl(path: str | Path, limit: int, what: str, *,
     text = read_text(path, limit, what, error=error, too_big=too_big)
     return [parse_json(line, path, f"line {n} of {what}", error=error)
             for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def append_text(path: str | Path, text: str, what: str) -> None:
+    """Append ``text`` to the regular file ``path`` (created when missing): a FIFO, device
+    or folder there is refused with one line instead of blocking or writing into it."""
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+             | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as err:
+        if err.errno == errno.ENXIO:  # a FIFO without a reader
+            raise _not_regular(path, what, WriteError) from None
+        raise write_error(Path(path), err, f"append to {what}") from err
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _not_regular(path, what, WriteError)
+        os.write(fd, text.encode("utf-8"))
+    except OSError as err:
+        raise write_error(Path(path), err, f"append to {what}") from err
+    finally:
+        os.close(fd)

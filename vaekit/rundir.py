@@ -71,19 +71,21 @@ class RunDir:
     _data: PreparedData | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, path: str | Path, device: str | torch.device = "cpu",
-             stage2: bool = True) -> RunDir:
+    def open(cls, path: str | Path, device: str | torch.device = "cpu", stage2: bool = True,
+             allow_unverified: bool = False) -> RunDir:
         """Open the run in ``path``: config parsed, checkpoint chosen and verified (notes on
         checkpoints skipped go to the ``vaekit`` logger), stage 2 opened where there is one
-        (unless ``stage2`` is False). Under torchrun a CUDA device is this rank's GPU."""
+        (unless ``stage2`` is False). A checkpoint without checksums (vaekit <= 0.2.0) is
+        refused unless ``allow_unverified``. Under torchrun a CUDA device is this rank's
+        GPU."""
         path = Path(path)
         cfg = load_run_config(path)
-        choice = find_checkpoint(path)
+        choice = find_checkpoint(path, allow_unverified)
         for note in choice.notes:
             log.warning("%s: %s", path, note)
         check_model_config(choice, cfg.model, path / "config.json")
         dev = distributed.local_device(resolve_device(str(device)))
-        second = cls.open(path / STAGE2, dev, stage2=False) \
+        second = cls.open(path / STAGE2, dev, False, allow_unverified) \
             if stage2 and has_checkpoint(path / STAGE2) else None
         return cls(path, cfg, choice, dev, second)
 
@@ -189,14 +191,27 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _is_run_dir(folder: Path) -> bool:
+    """A folder that holds a run (vaekit's config.json or a checkpoint folder)."""
+    return (folder / "config.json").exists() or (folder / CKPT).is_dir()
+
+
 def protect_run_state(path: Path, run_dir: Path, what: str) -> None:
-    """Refuse an output path that would replace a run's own state (config, logs, checkpoints)."""
-    path, run = path.resolve(), run_dir.resolve()
-    state = [run / name for name in RUN_STATE] + [run / STAGE2 / n for n in RUN_STATE]
-    inside = any(part.startswith(CKPT) for part in path.relative_to(run).parts[:-1]) \
-        if path.is_relative_to(run) else False
-    if path in state or inside or path.name.startswith(CKPT) or path.name == MANIFEST:
-        raise CheckpointError(f"{what} {path} would overwrite the run's own state",
+    """Refuse an output path that would replace the state (config, logs, checkpoints) of
+    ``run_dir`` or of any other run directory: the path's own folder and every folder above
+    it that holds a run are checked."""
+    path = path.resolve()  # a symbolic link counts as where it points
+    runs = [run_dir.resolve(), *(a for a in path.parents if _is_run_dir(a))]
+    for run in runs:
+        if not path.is_relative_to(run):
+            continue
+        parts = path.relative_to(run).parts
+        state = parts[-1:] and (parts[-1] in RUN_STATE and parts[:-1] in ((), (STAGE2,)))
+        if state or any(p.startswith(CKPT) for p in parts[:-1]):
+            raise CheckpointError(f"{what} {path} would overwrite the state of the run in {run}",
+                                  "write the output elsewhere")
+    if path.name.startswith(CKPT) or path.name == MANIFEST:
+        raise CheckpointError(f"{what} {path} would overwrite a run's checkpoint",
                               "write the output elsewhere")
 
 

@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vaekit.errors import ConfigError
+
 KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 SAMPLE_S = 0.1  # how long the idle cores are measured at start
 
@@ -181,8 +183,6 @@ def check_precision(precision: str, device: Any,
     lets bf16 run on such a CPU anyway (tests of the bf16 math). A CPU whose flags cannot be
     read is allowed."""
     import torch
-
-    from vaekit.errors import ConfigError
 
     if precision != "bf16":
         return

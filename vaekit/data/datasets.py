@@ -56,6 +56,7 @@ from vaekit.data.idx import (
 from vaekit.data.images import IMAGE_SUFFIXES, ImageFolder, read_image_folder
 from vaekit.errors import DataError
 from vaekit.io import one_line
+from vaekit.numerics import derive_seed, seeded_split
 
 
 @dataclass
@@ -160,7 +161,7 @@ def _digits(_opts: dict[str, str]) -> Dataset:
     digits = load_digits()
     x = torch.from_numpy(digits.images.astype(np.uint8))  # (1797, 8, 8), values 0..16
     y = torch.from_numpy(digits.target.astype(np.int64))  # (1797,), classes 0..9
-    (train, train_y), (test, test_y) = _split(x, y, test_fraction=0.2, seed=0)
+    (train, train_y), (test, test_y) = _split(x, y, test_fraction=0.2)
     return Dataset("digits", train, test, 17, "scikit-learn (bundled 8x8 digits)", train_y,
                    test_y)
 
@@ -208,7 +209,9 @@ def _ring(opts: dict[str, str]) -> Dataset:
     n = _option(opts, "n", int, 10000, "ring", minimum=1)
     noise = _option(opts, "noise", float, 0.0, "ring", maximum=1e6)
     _check_generated("ring", f"n={n}", n, 6 * 2)  # z, |z|, x and the noise: a few (n, 2) arrays
-    train, test = toy.ring(n, seed=0, noise=noise), toy.ring(max(n // 5, 1), seed=1, noise=noise)
+    train_seed, test_seed = derive_seed(0, "toy-train"), derive_seed(0, "toy-test")
+    train = toy.ring(n, seed=train_seed, noise=noise)
+    test = toy.ring(max(n // 5, 1), seed=test_seed, noise=noise)
     return Dataset("ring", train, test, None, f"generated: ring n={n} noise={noise}")
 
 
@@ -222,8 +225,8 @@ def _manifold(opts: dict[str, str]) -> Dataset:
     width = max(4 * r, d)  # toy.manifold's hidden width: (n, width) activations, (width, d) map
     _check_generated("manifold", f"r={r}, d={d}, n={n}", n, r + 3 * width + 3 * d,
                      width * (r + d + 1))
-    train = toy.manifold(n, r, d, seed=0, noise=noise)
-    test = toy.manifold(max(n // 5, 1), r, d, seed=1, noise=noise)
+    train = toy.manifold(n, r, d, seed=derive_seed(0, "toy-train"), noise=noise)
+    test = toy.manifold(max(n // 5, 1), r, d, seed=derive_seed(0, "toy-test"), noise=noise)
     return Dataset("manifold", train, test, None,
                    f"generated: {r}-dim manifold in R^{d}, n={n}, noise={noise}")
 
@@ -565,7 +568,7 @@ def _from_split(name: str, x: torch.Tensor, y: Labels, source: str) -> Dataset:
                         "train and test (10% held out), which needs at least 2",
                         "add examples, or store separate train and test splits")
     note = y if isinstance(y, str) else ""
-    (train, train_y), (test, test_y) = _split(x, None if note else y, 0.1, 0)
+    (train, train_y), (test, test_y) = _split(x, None if note else y, 0.1)
     return _from_arrays(name, train, test, source, note or train_y, test_y)
 
 
@@ -607,13 +610,12 @@ def _from_arrays(name: str, train: torch.Tensor, test: torch.Tensor, source: str
 Split = tuple[torch.Tensor, torch.Tensor | None]
 
 
-def _split(x: torch.Tensor, y: torch.Tensor | None, test_fraction: float,
-           seed: int) -> tuple[Split, Split]:
-    """((train x, train y), (test x, test y)): a seeded random ``test_fraction`` held out."""
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+def _split(x: torch.Tensor, y: torch.Tensor | None, test_fraction: float) -> tuple[Split, Split]:
+    """((train x, train y), (test x, test y)): a seeded random ``test_fraction`` held out
+    (seed purpose ``dataset-split``)."""
     n_test = max(1, round(len(x) * test_fraction))
-    parts = perm[n_test:], perm[:n_test]
-    return tuple((x[p], None if y is None else y[p]) for p in parts)  # indexing copies
+    test, train = seeded_split(len(x), n_test, derive_seed(0, "dataset-split"))
+    return tuple((x[p], None if y is None else y[p]) for p in (train, test))  # indexing copies
 
 
 def list_datasets() -> list[tuple[str, str, str]]:

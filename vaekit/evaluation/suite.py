@@ -62,11 +62,21 @@ class EvalOptions:
     def validate(self) -> None:
         """One-line errors for values no evaluation can use."""
         for name in ("k", "loglik", "naive", "kde_max_train", "generation", "limit"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0",
-                                  "pass 0 to turn it off")
-        if not 0 < self.memory_mb < float("inf"):
-            raise ConfigError("--memory-mb must be a positive number", "pass e.g. --memory-mb 1024")
+            value = getattr(self, name)
+            if value < 0 or (value > MAX_SAMPLES and name != "naive"):  # naive: its memory
+                raise ConfigError(f"--{name.replace('_', '-')} {value:,} is outside 0 .. "
+                                  f"{MAX_SAMPLES:,} (beyond it no estimate finishes)",
+                                  "pass 0 to turn it off, or a smaller number")
+        if not 0 < self.memory_mb <= MAX_MEMORY_MB:
+            raise ConfigError(f"--memory-mb must be in (0, {MAX_MEMORY_MB:,}], got "
+                              f"{self.memory_mb:g}", "pass e.g. --memory-mb 1024")
+        if self.kde and self.kde_max_train < 1:
+            raise ConfigError("--kde needs at least one KDE centre (--kde-max-train >= 1)",
+                              "pass e.g. --kde-max-train 10000")
+        if 0 < self.generation < MIN_GENERATION:
+            raise ConfigError(f"--generation {self.generation} is too few samples for a "
+                              f"Fréchet distance and k = 3 precision/recall", f"pass at least "
+                              f"{MIN_GENERATION}, e.g. --generation 10000")
         if not 0 <= self.seed < SEED_LIMIT:
             raise ConfigError(f"--seed {self.seed} is outside 0 .. 2**63 - 1",
                               "pass a smaller non-negative seed")
@@ -78,6 +88,9 @@ class EvalOptions:
                               "point --inception-weights at a local weights file")
 
 
+MAX_SAMPLES = 10**7  # K, N or examples of any estimate: beyond it an evaluation runs for days
+MAX_MEMORY_MB = 2**30  # --memory-mb: a petabyte
+MIN_GENERATION = 10  # samples scored for generation quality (k = 3 neighbours, a covariance)
 # what `vaekit evaluate` adds besides the standard figures; merged into the same file
 SECTIONS = ("marginal", "diagnostics", "kde", "baselines", "two_stage", "generation")
 

@@ -80,6 +80,7 @@ class Run:
     world: distributed.World = field(default_factory=distributed.World)  # data-parallel ranks
     saved: Choice | None = None  # the checkpoint this process saved last (rank 0)
     stage2: Run | None = None  # a two-stage run: stage 2's run, once it was fitted
+    allow_unverified: bool = False  # resume from a checkpoint without checksums (<= 0.2.0)
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -165,7 +166,7 @@ class Run:
         notes say which one, and why any newer one was skipped)."""
         # finish a rotation a kill interrupted (rank 0; the others wait and then read)
         distributed.on_main(lambda: settle(self.run_dir, self.keep_checkpoints))
-        choice = find_checkpoint(self.run_dir)
+        choice = find_checkpoint(self.run_dir, self.allow_unverified)
         check_model_config(choice, self.cfg.model, self.run_dir / "config.json")
         self.notes += [*choice.notes, f"resumed from {choice.describe()}"]
         self.saved = choice
@@ -218,7 +219,7 @@ class Run:
         if self.run_dir is None or not has_checkpoint(self.run_dir):
             return "no checkpoint was written"
         try:
-            choice = find_checkpoint(self.run_dir)
+            choice = find_checkpoint(self.run_dir, self.allow_unverified)
         except CheckpointError as err:
             return err.problem
         return f"the last finite checkpoint, {choice.describe()} in {self.run_dir}, is intact"

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vaekit import distributed
-from vaekit.io import atomic_write_text
+from vaekit.io import append_text, atomic_write_text
 from vaekit.numerics import derive_seed, seeded_generator, to_bits_per_dim
 from vaekit.objectives.elbo import elbo_terms
 from vaekit.train.base import Callback, DivergenceError, Run
@@ -125,8 +125,8 @@ class MetricsFiles(Callback):
 
     @staticmethod
     def _append(run: Run, lines: list[str]) -> None:
-        with open(run.run_dir / "train.log", "a", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
+        append_text(run.run_dir / "train.log", "".join(line + "\n" for line in lines),
+                    "the training log")
 
 
 class Console(Callback):
@@ -268,7 +268,19 @@ def epoch_line(row: dict[str, Any], run: Run) -> str:
         line += f", val -ELBO {-row['val_elbo']:.2f} nats/example"
         if "val_bpd" in row:
             line += f" ({row['val_bpd']:.4f} bits/dim)"
+    left = run.cfg.train.epochs - row["epoch"]
+    if left > 0:  # the time the remaining epochs take at this epoch's pace
+        line += f"; {_duration(left * row['seconds'])} to go"
     return line
+
+
+def _duration(seconds: float) -> str:
+    """``12 s``, ``4.2 min``, ``3.1 h``, ``9.5 days``, ``about 10^4 years``."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            n = seconds / size
+            return f"about 10^{int(math.log10(n))} {unit}" if n >= 10**4 else f"{n:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def standard_callbacks(run: Run, progress: bool = True, echo: bool | None = None,

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -39,13 +40,22 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, load_file, save
+from safetensors.torch import load, save
 from torch import nn
 
 from vaekit import __version__
 from vaekit.config import KEEP, ModelConfig, RunConfig, _pairs
 from vaekit.errors import CheckpointError, ConfigError
-from vaekit.io import fsync_dir, sha256_file, write_error, write_synced
+from vaekit.io import (
+    JSON_LIMIT,
+    fsync_dir,
+    read_bytes,
+    read_json,
+    sha256_file,
+    write_error,
+    write_synced,
+)
+from vaekit.limits import memory_bytes
 
 CKPT = "checkpoint"
 MANIFEST = "manifest.json"
@@ -124,6 +134,17 @@ def save_checkpoint(run_dir: Path, snap: Snapshot, model_cfg: ModelConfig | None
         new.mkdir()
     except OSError as err:
         raise write_error(new, err, "create") from err
+    try:
+        manifest = _write_files(new, snap, model_cfg)
+    except BaseException:  # a full disk, a kill signal: no half-written folder stays behind
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    return Choice(_rotate_in(run_dir, new, keep), snap.epoch, snap.step, True, manifest)
+
+
+def _write_files(new: Path, snap: Snapshot, model_cfg: ModelConfig | None) -> dict[str, Any]:
+    """The three files of ``snap`` in the folder ``new``, fsynced, then the manifest that
+    completes it; returns the manifest."""
     blobs = {"model.safetensors": save(snap.weights),
              "trainer.safetensors": save({**snap.optimizer,
                                           **{f"state.{k}": v for k, v in snap.states.items()}}),
@@ -141,7 +162,7 @@ def save_checkpoint(run_dir: Path, snap: Snapshot, model_cfg: ModelConfig | None
     fsync_dir(new)  # the files' entries are on disk before the manifest can be
     write_synced(new / MANIFEST, json.dumps(manifest, indent=1).encode())  # last: completes it
     fsync_dir(new)
-    return Choice(_rotate_in(run_dir, new, keep), snap.epoch, snap.step, True, manifest)
+    return manifest
 
 
 def _discard(path: Path) -> None:
@@ -260,19 +281,21 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 
 
 def _read_json(path: Path) -> Any:
+    """A checkpoint's JSON file through the bounded reader (a FIFO, a huge or deeply nested
+    file is a problem of the checkpoint, never a hang); the problem names the file."""
+    if not os.path.lexists(path):
+        raise CheckpointError(f"{path.name} is missing", "")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path.name} is missing", "") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path.name} is unreadable ({err})", "") from None
+        return read_json(path, JSON_LIMIT, path.name, error=CheckpointError)
+    except CheckpointError as err:
+        raise CheckpointError(err.problem, "") from None
 
 
 def _inspect(path: Path) -> _Candidate:
     """Cheap checks: the manifest (or, for a legacy checkpoint, the files) and trainer.json."""
     c = _Candidate(path, _rank(path.name))
     try:
-        if (path / MANIFEST).is_file():
+        if os.path.lexists(path / MANIFEST):  # whatever it is: a FIFO there is refused
             c.manifest = _check_manifest(_read_json(path / MANIFEST))
         elif path.name == CKPT + ".new":
             raise CheckpointError("incomplete (the save was interrupted before its manifest "
@@ -303,9 +326,7 @@ def _verify(c: _Candidate) -> str | None:
     a legacy checkpoint's weights must at least load and be finite."""
     if c.manifest is None:
         try:
-            _check_finite(load_file(str(c.path / "model.safetensors")), c.path)
-        except (SafetensorError, OSError, ValueError) as err:
-            return f"model.safetensors is unreadable ({err})"
+            _check_finite(_load_tensors(c.path / "model.safetensors"), c.path)
         except CheckpointError as err:
             return err.problem
         return None
@@ -315,8 +336,10 @@ def _verify(c: _Candidate) -> str | None:
             size = path.stat().st_size
             if size != want.get("bytes"):
                 return f"{name} is truncated or corrupt ({size} bytes of {want.get('bytes')})"
-            if sha256_file(path) != want.get("sha256"):
+            if sha256_file(path, error=CheckpointError) != want.get("sha256"):
                 return f"{name} does not match its sha256 checksum: it is corrupt"
+        except CheckpointError as err:  # not a regular file, unreadable
+            return err.problem
         except OSError as err:
             return f"{name} is unreadable ({err.strerror or err})"
     return None
@@ -326,11 +349,20 @@ def _usable(c: _Candidate) -> bool:
     return c.problem is None and _verify(c) is None
 
 
-def find_checkpoint(run_dir: str | Path) -> Choice:
+UNVERIFIED = ("pass --allow-unverified to load a checkpoint without checksums (written by "
+              "vaekit 0.2.0 or earlier; allow_unverified=True in Python)")
+
+
+def find_checkpoint(run_dir: str | Path, allow_unverified: bool = False) -> Choice:
     """The newest valid checkpoint of ``run_dir`` (by step; among equal steps the newer
-    name), with a note for each one skipped. Raises when there is none."""
+    name), with a note for each one skipped. Raises when there is none. A checkpoint
+    without a manifest (no checksums: vaekit <= 0.2.0) counts only with
+    ``allow_unverified``."""
     run_dir = Path(run_dir)
     found = [_inspect(p) for p in candidates(run_dir)]
+    for c in found:
+        if c.problem is None and c.manifest is None and not allow_unverified:
+            c.problem = "it has no manifest.json (no checksums to verify it against)"
     notes = [f"skipped {c.path.name}/: {c.problem}" for c in found if c.problem]
     for c in sorted((c for c in found if not c.problem), key=lambda c: (-c.step, c.rank)):
         problem = _verify(c)
@@ -347,13 +379,10 @@ def find_checkpoint(run_dir: str | Path) -> Choice:
     if not found:
         raise CheckpointError(f"{run_dir} holds no checkpoint",
                               "pass a run directory written by `vaekit train`")
+    legacy = any("no manifest.json" in n for n in notes)
     raise CheckpointError(f"{run_dir} holds no valid checkpoint ({'; '.join(notes)})",
-                          "restore the run directory from a backup, or train again")
-
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    """The folder of the newest valid checkpoint (see :func:`find_checkpoint`)."""
-    return find_checkpoint(run_dir).path
+                          UNVERIFIED if legacy else "restore the run directory from a backup, "
+                          "or train again")
 
 
 # ------------------------------------------------------------------ validation of what is read
@@ -424,8 +453,11 @@ def check_model_config(choice: Choice, model_cfg: ModelConfig, config_path: Path
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors, read through the bounded reader (no larger than this
+    machine's memory)."""
+    limit = memory_bytes(torch.device("cpu")) or 2**40
     try:
-        return load(path.read_bytes())
+        return load(read_bytes(path, limit, "checkpoint file", error=CheckpointError))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"cannot read checkpoint file {path}: {err}",
                               "the checkpoint is corrupt; restore it or train again") from None
@@ -567,14 +599,10 @@ def load_run_config(run_dir: Path) -> RunConfig:
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist", "check the path")
     path = run_dir / "config.json"
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise CheckpointError(f"{run_dir} has no config.json",
                               "pass a run directory written by `vaekit train`")
-    try:
-        d = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"cannot read config {path}: {err}",
-                              "check the file, or point at a run directory vaekit wrote") from None
+    d = read_json(path, JSON_LIMIT, "run config", error=CheckpointError)
     if isinstance(d, dict):
         _check_version(d.get("version"), path)
     try:

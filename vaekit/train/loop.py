@@ -87,12 +87,14 @@ def prepare_run_data(cfg: RunConfig) -> PreparedData:
 def setup_run(cfg: RunConfig | None, run_dir: str | Path | None = None, *,
               resume: bool = False, overrides: dict[str, Any] | None = None,
               model: nn.Module | None = None, data: PreparedData | None = None,
-              optimizer: torch.optim.Optimizer | None = None) -> Run:
+              optimizer: torch.optim.Optimizer | None = None,
+              allow_unverified: bool = False) -> Run:
     """Build a run from ``cfg`` (or from the ``model``/``data``/``optimizer`` a caller
     built), in a new ``run_dir``, or restored from it (``resume``: ``cfg`` None, or only
     ``overrides`` nested like a config file, continues the saved config; see
     :func:`vaekit.config.resume_config`). Seeds as the config says; ``cfg`` itself is not
-    changed (``run.cfg`` is the run's own, with the data's shape filled in)."""
+    changed (``run.cfg`` is the run's own, with the data's shape filled in).
+    ``allow_unverified``: a resume may start from a checkpoint without checksums."""
     cfg, world_notes = _resolve(cfg, run_dir, resume, overrides, distributed.launch_size())
     world = distributed.init(cfg.train.device)  # under torchrun: join the job (once)
     distributed.check_same_json(cfg.to_dict(), "the configuration")
@@ -117,7 +119,8 @@ def setup_run(cfg: RunConfig | None, run_dir: str | Path | None = None, *,
     total = cfg.train.epochs * len(loader)
     step, fast = make_step(model, optimizer, cfg, device, total, world.size)
     run = Run(cfg, model, data, optimizer, loader, step, TrainState(), device,
-              None if run_dir is None else Path(run_dir), fast, world=world)
+              None if run_dir is None else Path(run_dir), fast, world=world,
+              allow_unverified=allow_unverified)
     run.notes = _notes(run) + world_notes + schedule_notes(cfg, run.total_steps)
     _open_run_dir(run, resume)
     return run
@@ -132,6 +135,9 @@ def _resolve(cfg: RunConfig | None, run_dir: str | Path | None, resume: bool,
         if cfg is None:
             raise ValueError("a new run needs a config")
         cfg = copy.deepcopy(cfg).validate()
+        if cfg.train.epochs < 1:
+            raise ConfigError(f"a new run needs at least one epoch, got {cfg.train.epochs}",
+                              "pass e.g. --epochs 10")
         cfg.train.world_size = world_size
         return cfg, []
     if run_dir is None:
