@@ -7,6 +7,10 @@ trainer.json not yet), ``manifest`` (manifest written, nothing renamed yet), ``r
 (the previous checkpoint moved to checkpoint.1, the new one not yet in place). The hook
 wraps vaekit's file writes and renames from outside: the library has no test hook. An
 empty spec runs vaekit unchanged.
+
+    python tests/faults.py SIGTERM:N train ...    # a scheduler's SIGTERM after step N
+
+sends the signal to the process itself right after its N-th training step (SIGINT too).
 """
 
 from __future__ import annotations
@@ -19,11 +23,35 @@ from pathlib import Path
 STAGES = ("model", "trainer", "manifest", "rotate")
 
 
+def signal_after(name: str, nth: int) -> None:
+    """Send the signal ``name`` to this process right after its ``nth`` training step."""
+    from vaekit.train import loop
+
+    make_step = loop.make_step
+
+    def counting(*args, **kwargs):
+        step, status = make_step(*args, **kwargs)
+        calls = [0]
+
+        def counted(batch, i):
+            out = step(batch, i)
+            calls[0] += 1
+            if calls[0] == nth:
+                os.kill(os.getpid(), getattr(signal, name))
+            return out
+
+        return counted, status
+
+    loop.make_step = counting
+
+
 def install(spec: str) -> None:
     """Kill this process (SIGKILL) at ``STAGE:N`` of the N-th checkpoint save."""
     from vaekit.train import checkpoint
 
     stage, _, nth = spec.partition(":")
+    if stage in ("SIGTERM", "SIGINT"):
+        return signal_after(stage, int(nth))
     if stage not in STAGES or not nth.isdigit():
         raise SystemExit(f"fault spec {spec!r}: use STAGE:N with STAGE in {STAGES}")
     saves, written = [0], set()

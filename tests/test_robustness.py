@@ -239,6 +239,38 @@ def _vaekit(run: Path, *args: str, fault: str = "") -> subprocess.Popen:
                             stderr=subprocess.PIPE)
 
 
+def test_sigterm_saves_the_run_at_its_step_and_the_resume_is_identical(ring3, tmp_path, cli):
+    """A scheduler's SIGTERM (and Ctrl-C) stops training at the next step boundary: the run
+    is saved there, one line says so, exit code 128 + the signal; resumed, it ends with the
+    weights of the uninterrupted run."""
+    for sig, code in (("SIGTERM", 143), ("SIGINT", 130)):
+        run = tmp_path / sig
+        proc = _vaekit(run, fault=f"{sig}:7")
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err
+        lines = err.decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"interrupted by {sig} at epoch 2, "
+                                                       "step 7: the run was saved there")
+        assert f"--resume {run}" in lines[0]
+        assert manifest(run / "checkpoint")["step"] == 7
+        assert "interrupted by" in (run / "train.log").read_text()
+        assert cli("train", "--resume", run, "--no-progress").code == 0
+        assert same_weights(ring3 / "checkpoint", run / "checkpoint")
+
+
+def test_a_second_writer_of_a_run_is_refused_naming_the_holder(ring3, tmp_path, cli, snapshot):
+    from vaekit.io import DirectoryLock
+
+    run = copy_run(ring3, tmp_path)
+    lock = DirectoryLock(run, "run directory").acquire()  # as another `vaekit train` would
+    before = snapshot(run)
+    cli("train", "--resume", run, "--epochs", "4", "--no-progress").assert_user_error(
+        "is in use by another vaekit process", f"pid {os.getpid()}")
+    assert snapshot(run) == before
+    lock.release()
+    assert cli("train", "--resume", run, "--epochs", "4", "--no-progress").code == 0
+
+
 def test_kill_9_anywhere_then_resume_gives_identical_weights(ring3, tmp_path, cli):
     """SIGKILL at every stage of a checkpoint save (the fault hook), during the first save,
     and at a random moment; each run resumed (again and again) ends with ring3's weights."""
@@ -520,7 +552,7 @@ BAD = {  # name -> (argv builder (ring3, tmp), fragment of the error line)
                                "cannot create the run directory"),
     "gradients-json-is-run-state": (lambda r, t: ["gradients", (run := copy_run(r, t)),
                                                   "--json", run / "config.json"],
-                                    "would overwrite the state of the run"),
+                                    "would overwrite the run's own state"),
     "evaluate-json-other-runs-manifest": (
         lambda r, t: ["evaluate", copy_run(r, t), "--force", "--json",
                       copy_run(r, t, "other") / "checkpoint" / "manifest.json"], "would overwrite"),
@@ -694,3 +726,61 @@ def test_atomic_writes_get_the_mode_a_plain_write_would(tmp_path):
     mode = (tmp_path / "a.json").stat().st_mode & 0o777
     assert mode == (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ------------------------------------------------------------------ 6. hostile run files
+
+RUN_FILES = ["config.json", "checkpoint/trainer.json", "checkpoint/manifest.json",
+             "eval-test.json", "command.txt", "metrics.jsonl", "train.log"]
+
+
+@pytest.mark.parametrize("name", RUN_FILES)
+def test_a_fifo_as_a_run_file_never_hangs(name, ring3, tmp_path):
+    """Every file vaekit reads goes through the bounded reader: a FIFO (no writer: a plain
+    open would block forever) is refused or skipped, each command ends, one line."""
+    run = copy_run(ring3, tmp_path)
+    (run / "eval-test.json").write_text("{}")
+    (run / name).unlink(missing_ok=True)
+    os.mkfifo(run / name)
+    for argv in (["report", run], ["evaluate", run, "--k", "2"], ["sample", run, "-n", "2"],
+                 ["train", "--resume", run, "--epochs", "4"]):
+        res = subprocess.run([sys.executable, "-m", "vaekit", *map(str, argv)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=90,
+                             env={**os.environ, "VAEKIT_NO_REPORT": "1"})
+        assert res.returncode in (0, 2), (argv, res.stderr)
+        assert "Traceback" not in res.stderr
+        errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == (res.returncode == 2), (argv, res.stderr)
+
+
+EDITED = {  # metrics.jsonl / eval-test.json as a hand or a broken program left them
+    "metrics-string": ("metrics.jsonl", '{"epoch": 1, "step": "many"}\n'),
+    "metrics-null-row": ("metrics.jsonl", "null\n"),
+    "metrics-no-epoch": ("metrics.jsonl", '{"step": 5, "train_loss": 3.0}\n'),
+    "metrics-not-utf8": ("metrics.jsonl", b'{"epoch": 1, "x": "\xff"}\n'),
+    "metrics-deep": ("metrics.jsonl", "[" * 5000 + "]" * 5000 + "\n"),
+    "eval-strings": ("eval-test.json", '{"elbo": "high", "n_examples": 3}'),
+    "eval-section-garbage": ("eval-test.json", None),  # a valid file with a broken section
+    "eval-deep": ("eval-test.json", '{"a": ' * 3000 + "1" + "}" * 3000),
+}
+
+
+@pytest.mark.parametrize("case", list(EDITED))
+def test_hand_edited_run_files_are_one_line_or_skipped(case, ring3, tmp_path, cli):
+    run = copy_run(ring3, tmp_path)
+    assert cli("evaluate", run, "--k", "2", "--no-report").code == 0
+    name, content = EDITED[case]
+    if content is None:  # the marginal section replaced by nonsense of the right type
+        ev = json.loads((run / name).read_text())
+        ev["marginal"] = {"importance": {"k": "x"}}
+        content = json.dumps(ev)
+    (run / name).write_bytes(content.encode() if isinstance(content, str) else content)
+    res = cli("report", run)
+    assert res.code in (0, 2), res.err
+    if res.code == 2:
+        res.assert_user_error(name)
+    else:  # shown without the file's figures, with a note or a warning in the page
+        assert "internal error" not in res.err
+    res = cli("evaluate", run, "--k", "2")  # rewrites what it can, keeps nothing broken
+    assert res.code == 0, res.err
+    json.loads((run / "eval-test.json").read_text())

@@ -42,12 +42,35 @@ from vaekit.report.plots import loglik_figure, picture_bytes, save_figure, varia
 from vaekit.report.text import format_full_report, format_gradients
 from vaekit.rundir import COMMAND_FILE, RunDir
 from vaekit.train import Run, fit, fit_stage2, setup_run, standard_callbacks
+from vaekit.train.base import STOP, Interrupted
 
-__all__ = ["EvalOptions", "Evaluated", "GradientOptions", "RunConfig", "RunDir", "Stage2Config",
-           "Written", "configure", "default_run_dir", "distributed", "evaluate",
-           "format_full_report", "format_gradients", "gradients", "list_datasets",
-           "load_model", "merge_evaluation", "reconstruct", "record_command", "report",
-           "sample", "train", "train_stage2"]
+__all__ = [
+    "STOP",
+    "EvalOptions",
+    "Evaluated",
+    "GradientOptions",
+    "Interrupted",
+    "RunConfig",
+    "RunDir",
+    "Stage2Config",
+    "Written",
+    "configure",
+    "default_run_dir",
+    "distributed",
+    "evaluate",
+    "format_full_report",
+    "format_gradients",
+    "gradients",
+    "list_datasets",
+    "load_model",
+    "merge_evaluation",
+    "reconstruct",
+    "record_command",
+    "report",
+    "sample",
+    "train",
+    "train_stage2",
+]
 
 
 # ------------------------------------------------------------------ training
@@ -97,8 +120,11 @@ def train(cfg: RunConfig | None, run_dir: str | Path, *, resume: bool = False,
     run = setup_run(cfg, run_dir, resume=resume, overrides=overrides,
                     allow_unverified=allow_unverified)
     run.keep_checkpoints = keep_checkpoints
-    fit(run, standard_callbacks(run, progress=progress, echo=echo,
-                                checkpoint_every=checkpoint_every, on_epoch=on_epoch))
+    try:
+        fit(run, standard_callbacks(run, progress=progress, echo=echo,
+                                    checkpoint_every=checkpoint_every, on_epoch=on_epoch))
+    finally:
+        run.release()
     if run.cfg.stage2 is not None:
         run.stage2 = fit_stage2(run.model, run.data, run.cfg, run_dir, progress=progress,
                                 echo=echo, checkpoint_every=checkpoint_every)
@@ -241,6 +267,10 @@ def merge_evaluation(res: dict[str, Any], path: Path, record: dict[str, Any]
     for key in SECTIONS:
         if key in res or key not in old:
             continue
+        if not _shows({**res, key: old[key]}):  # edited past what vaekit wrote: dropped
+            notes.append(f"section {key} of the earlier {path.name} is not one vaekit wrote "
+                         "and was dropped; re-run it to have it again")
+            continue
         res[key] = old[key]
         came_from = old_ckpts.get(key, old.get("checkpoint", {}))
         res["section_checkpoints"][key] = came_from
@@ -248,6 +278,15 @@ def merge_evaluation(res: dict[str, Any], path: Path, record: dict[str, Any]
             notes.append(f"section {key} was kept from an earlier evaluation of another "
                          f"checkpoint (epoch {came_from.get('epoch')}); re-run it to refresh")
     return res, notes
+
+
+def _shows(res: dict[str, Any]) -> bool:
+    """Whether figures (with a section kept from an earlier file) can be shown."""
+    try:
+        format_full_report(res)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return False
+    return True
 
 
 # ------------------------------------------------------------------ generation and views

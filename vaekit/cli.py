@@ -14,6 +14,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +26,7 @@ configure_cpu_runtime()  # before anything imports torch
 keep_freed_memory()
 
 from vaekit import __version__  # noqa: E402
-from vaekit.config import KEEP, PRESETS, SEED_LIMIT, configure  # noqa: E402
+from vaekit.config import KEEP, PRESETS, check_seed, configure  # noqa: E402
 from vaekit.errors import ConfigError, error_line  # noqa: E402
 from vaekit.flags import CHOICES, COMMANDS, TRAIN_FLAGS, add_flags, overrides  # noqa: E402
 
@@ -224,12 +225,6 @@ def cmd_data(api: ModuleType, args: argparse.Namespace, argv: list[str]) -> None
         print(f"{name:14s} {desc}\n{'':14s} -> {where}")
 
 
-def check_seed(seed: int) -> None:
-    if not 0 <= seed < SEED_LIMIT:
-        raise ConfigError(f"--seed {seed} is outside 0 .. 2**63 - 1",
-                          "pass a smaller non-negative seed")
-
-
 # ------------------------------------------------------------------ errors and main
 
 
@@ -253,15 +248,17 @@ def main(argv: list[str] | None = None) -> int:
         logger.propagate = False
     api = importlib.import_module("vaekit.api")  # torch loads here, after parsing
     world, ok = api.distributed.world, False
+    handlers = _stop_on_signals(api)
     try:
         api.check_command(args.command)  # under torchrun: the data-parallel commands only
         globals()[f"cmd_{args.command}"](api, args, argv)
         ok = True
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM
+        line = getattr(err, "line", "") or getattr(args, "interrupted", "interrupted: vaekit "
+                                                   f"{args.command} stopped")
         if world().main:
-            print(getattr(args, "interrupted", f"interrupted: vaekit {args.command} stopped"),
-                  file=sys.stderr)
-        return 130
+            print(line, file=sys.stderr)
+        return getattr(err, "exit_code", 130)
     except Exception as err:
         if debug:
             raise
@@ -273,7 +270,24 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         api.distributed.shutdown(wait=ok)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def _stop_on_signals(api: ModuleType) -> dict[signal.Signals, Any]:
+    """SIGTERM (what schedulers send before SIGKILL) and Ctrl-C stop a training loop at its
+    next step, where the run is saved (``vaekit.train.base.STOP``); outside a loop, or at a
+    second signal, at once. Returns the handlers replaced."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        sig = signal.Signals(signum)
+        if api.STOP.armed and api.STOP.signal is None:
+            api.STOP.signal = sig  # taken at the next step boundary
+            return
+        raise api.Interrupted("", 128 + signum)
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 if __name__ == "__main__":

@@ -71,6 +71,12 @@ def _check(ok: bool, problem: str, fix: str) -> None:
         raise ConfigError(problem, fix)
 
 
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """A seed torch's 64-bit generators take (and seed + the offsets of derived seeds)."""
+    _check(0 <= seed < SEED_LIMIT, f"{flag} {seed} is outside 0 .. 2**63 - 1",
+           "pass a smaller non-negative seed")
+
+
 def check_sizes(obj: Any, path: str) -> None:
     """Every integer (or list of integers) of a settings dataclass but its seeds is below
     ``SIZE_LIMIT``: widths, latent sizes, batches, epochs beyond it cannot be a real run."""

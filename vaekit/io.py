@@ -357,3 +357,38 @@ def append_text(path: str | Path, text: str, what: str) -> None:
         raise write_error(Path(path), err, f"append to {what}") from err
     finally:
         os.close(fd)
+
+
+class DirectoryLock:
+    """An exclusive lock on a folder (``fcntl.flock`` on ``FOLDER/.lock``, which holds the
+    holder's pid): one writer per run directory. The kernel drops it when the process ends,
+    however it ends (a ``kill -9`` included), so a stale lock file never blocks."""
+
+    NAME = ".lock"
+
+    def __init__(self, folder: Path, what: str) -> None:
+        self.path, self.what, self.fd = Path(folder) / self.NAME, what, -1
+
+    def acquire(self) -> DirectoryLock:
+        """Take the lock, or raise WriteError naming the pid that holds it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as err:
+            raise write_error(self.path, err, "lock") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise WriteError(f"{self.what} {self.path.parent} is in use by another vaekit "
+                             f"process (pid {holder})", "wait for it to finish, or stop it "
+                             "first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = -1

@@ -21,7 +21,6 @@ refuses the run's own state (config, logs, checkpoints).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ from vaekit import distributed
 from vaekit.config import RunConfig
 from vaekit.data.pipeline import PreparedData
 from vaekit.errors import CheckpointError, ConfigError
+from vaekit.evaluation.suite import SECTIONS
+from vaekit.io import JSON_LIMIT, LOG_LIMIT, read_bytes, read_json, read_jsonl
 from vaekit.limits import check_fits
 from vaekit.models import build_model
 from vaekit.models.two_stage import TwoStageVAE
@@ -159,23 +160,31 @@ class RunDir:
         return rec
 
     def history(self) -> list[dict[str, Any]]:
-        """The per-epoch rows of ``metrics.jsonl`` (empty when there is none)."""
-        return read_jsonl(self.path / "metrics.jsonl")
+        """The per-epoch rows of ``metrics.jsonl`` (empty when there is none), checked."""
+        return read_history(self.path / "metrics.jsonl")
 
     def evaluations(self) -> dict[str, dict[str, Any]]:
-        """split -> the figures of ``eval-SPLIT.json`` (unreadable files are skipped)."""
+        """split -> the figures of ``eval-SPLIT.json``; a file that is not one vaekit wrote
+        (unreadable, hand-edited) is skipped with a note."""
         out = {}
         for split in ("test", "val"):
-            try:
-                out[split] = json.loads((self.path / f"eval-{split}.json").read_text())
-            except (OSError, ValueError):
+            path = self.path / f"eval-{split}.json"
+            if not os.path.lexists(path):
                 continue
+            try:
+                out[split] = check_evaluation(read_json(path, JSON_LIMIT, path.name,
+                                                        error=CheckpointError), path)
+            except CheckpointError as err:
+                log.warning("%s is not shown: %s", path, err.problem)
         return out
 
     def command(self) -> str | None:
         """The commands that made the run (``command.txt``), or None."""
         path = self.path / COMMAND_FILE
-        return path.read_text() if path.is_file() else None
+        if not os.path.lexists(path):
+            return None
+        data = read_bytes(path, LOG_LIMIT, "the command log", error=CheckpointError)
+        return data.decode("utf-8", "replace")
 
     # ---------------------------------------------------------------- outputs
     def output(self, given: Path | None, default: str, force: bool, what: str) -> Path:
@@ -184,11 +193,40 @@ class RunDir:
         return output_path(given, self.path / default, self.path, force, what)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSON-lines file (empty when there is none)."""
-    if not path.is_file():
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` (empty when there is none): each a mapping of numbers
+    (or None) with its epoch 1, 2, ... in order; else one error naming the line."""
+    if not os.path.lexists(path):
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(path, LOG_LIMIT, "metrics file", error=CheckpointError)
+    fix = (f"remove the line, or `vaekit train --resume {path.parent}` rewrites the file from "
+           "the checkpoint")
+    for n, row in enumerate(rows, 1):
+        bad = not isinstance(row, dict) or row.get("epoch") != n or any(
+            not (v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)))
+            for v in row.values())
+        if bad:
+            raise CheckpointError(f"{path}: line {n} is not the row of epoch {n} (a mapping of "
+                                  "numbers)", fix)
+    return rows
+
+
+EVAL_NUMBERS = ("elbo", "elbo_se", "log_px_z", "log_px_z_se", "kl", "kl_se", "n_examples",
+                "active_units", "latent_dim")
+
+
+def check_evaluation(r: Any, path: Path) -> dict[str, Any]:
+    """An ``eval-SPLIT.json`` as vaekit writes it: a mapping with the standard figures as
+    numbers (NaN is written as a number) and every section a mapping."""
+    if not isinstance(r, dict):
+        raise CheckpointError(f"{path} holds no evaluation", "run `vaekit evaluate` again")
+    bad = [k for k in EVAL_NUMBERS if not isinstance(r.get(k), (int, float))
+           or isinstance(r.get(k), bool)]
+    bad += [k for k in SECTIONS if k in r and not isinstance(r[k], dict)]
+    if bad:
+        raise CheckpointError(f"{path}: {bad[0]} is missing or not what vaekit writes",
+                              "run `vaekit evaluate` again to rewrite it")
+    return r
 
 
 def _is_run_dir(folder: Path) -> bool:
@@ -208,7 +246,8 @@ def protect_run_state(path: Path, run_dir: Path, what: str) -> None:
         parts = path.relative_to(run).parts
         state = parts[-1:] and (parts[-1] in RUN_STATE and parts[:-1] in ((), (STAGE2,)))
         if state or any(p.startswith(CKPT) for p in parts[:-1]):
-            raise CheckpointError(f"{what} {path} would overwrite the state of the run in {run}",
+            whose = "the run's own state" if run == runs[0] else f"the state of the run in {run}"
+            raise CheckpointError(f"{what} {path} would overwrite {whose}",
                                   "write the output elsewhere")
     if path.name.startswith(CKPT) or path.name == MANIFEST:
         raise CheckpointError(f"{what} {path} would overwrite a run's checkpoint",

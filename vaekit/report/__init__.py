@@ -68,7 +68,12 @@ def render_figures(ctx: ReportContext, out_dir: Path | None, progress: bool = Fa
     bar = tqdm(specs, desc="report", unit="figure", disable=None if progress else True)
     for spec in bar:
         bar.set_postfix_str(spec.name)
-        fig = spec.draw(ctx)
+        try:
+            fig = spec.draw(ctx)
+        except (KeyError, TypeError, ValueError, IndexError) as err:  # an edited run file
+            skipped[spec.name] = (f"could not be drawn from this run's files "
+                                  f"({type(err).__name__}: {err})")
+            continue
         png, files = figure_bytes(fig, "png", dpi), []
         if out_dir is not None:
             atomic_write_bytes(out_dir / f"{spec.name}.png", png)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 import jinja2
 
 from vaekit import __version__
+from vaekit.errors import CheckpointError
+from vaekit.io import LOG_LIMIT, read_bytes
 from vaekit.report.context import ReportContext
 from vaekit.report.rows import (
     evaluation_notes,
@@ -99,7 +102,8 @@ def _flat(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 def setup_lines(ctx: ReportContext) -> list[str]:
     """The set-up lines of train.log (model, training, warnings) of the first start."""
     path = ctx.run_dir / "train.log"
-    lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    lines = read_bytes(path, LOG_LIMIT, "the training log", error=CheckpointError).decode(
+        "utf-8", "replace").splitlines() if os.path.lexists(path) else []
     keep = ("model:", "training:", "WARNING")
     return list(dict.fromkeys(line for line in lines if line.startswith(keep)))
 
@@ -148,6 +152,18 @@ def evaluation_view(ctx: ReportContext, split: str, r: dict[str, Any]) -> dict[s
             "warnings": ctx.stale(r) + evaluation_warnings(r)}
 
 
+def _shown(view: Any, ctx: ReportContext, split: str, r: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation's view, or, for a file edited past what it can show, a warning."""
+    try:
+        return view(ctx, split, r)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        return {"split": split, "n_examples": r.get("n_examples", "?"), "seconds": "?",
+                "where": "", "rows": [], "notes": [], "warnings": [
+                    f"eval-{split}.json cannot be shown ({type(err).__name__}: {err}): it was "
+                    f"edited by hand or by another program; run `vaekit evaluate {ctx.run_dir}` "
+                    "again"]}
+
+
 def two_stage_view(ctx: ReportContext) -> dict[str, Any]:
     """Both stages side by side: their last epochs, stage 2's evaluation, generation scores."""
     s1, s2 = (ctx.history or [{}])[-1], (ctx.stage2_history or [{}])[-1]
@@ -193,5 +209,5 @@ def build_html(ctx: ReportContext, rendered: list[Rendered], skipped: dict[str, 
         command=(ctx.command or "").strip(), command_file=COMMAND_FILE,
         setup=setup_lines(ctx), config_rows=config_rows(ctx), data_rows=data_rows(ctx),
         training_rows=training_table(ctx), figures=figures, skipped=skipped,
-        evaluations=[evaluation_view(ctx, split, r) for split, r in ctx.evals.items()],
+        evaluations=[_shown(evaluation_view, ctx, split, r) for split, r in ctx.evals.items()],
         two_stage=two_stage_view(ctx) if ctx.two_stage else None) + "\n"

@@ -6,6 +6,7 @@ roll-back), the hooks of the loop (:class:`Callback`) and :class:`DivergenceErro
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from vaekit import distributed
 from vaekit.config import RunConfig
 from vaekit.data.pipeline import BatchLoader, PreparedData
 from vaekit.errors import CheckpointError, ConfigError
+from vaekit.io import DirectoryLock
 from vaekit.train.checkpoint import (
     KEEP,
     Choice,
@@ -48,6 +50,41 @@ class TrainState:
 
 
 MAX_ROLLBACKS = 3  # a diverged run is rolled back (lr halved) this often, then stopped
+STOP_CHECK_EVERY = 16  # data parallel: steps between the collective checks for a stop
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped at a step boundary because a signal asked it to (SIGTERM from a
+    scheduler, Ctrl-C); ``line`` says where, and where the state was saved. ``exit_code``:
+    128 + the signal's number, as a shell reports a process that a signal ended."""
+
+    def __init__(self, line: str, exit_code: int) -> None:
+        super().__init__(line)
+        self.line, self.exit_code = line, exit_code
+
+
+class StopRequest:
+    """A stop asked for from outside the loop (the CLI's signal handlers set ``signal``);
+    ``fit`` takes it at its next step boundary, where the state is consistent, saves a
+    checkpoint there and raises :class:`Interrupted`. ``armed``: a loop is running."""
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self.armed = False
+
+    def pending(self, run: Run) -> bool:
+        """Whether to stop after this step: at once in one process; in a data-parallel run
+        every ``STOP_CHECK_EVERY`` steps, decided together (any rank asked) so that every
+        rank stops at the same step."""
+        if not run.world.active:
+            return self.signal is not None
+        if run.state.step % STOP_CHECK_EVERY:
+            return False
+        asked = torch.tensor([float(self.signal is not None)], device=run.device)
+        return bool(distributed.all_sum(asked).item() > 0)
+
+
+STOP = StopRequest()
 
 
 class DivergenceError(ConfigError):
@@ -81,6 +118,13 @@ class Run:
     saved: Choice | None = None  # the checkpoint this process saved last (rank 0)
     stage2: Run | None = None  # a two-stage run: stage 2's run, once it was fitted
     allow_unverified: bool = False  # resume from a checkpoint without checksums (<= 0.2.0)
+    lock: DirectoryLock | None = None  # held on the run directory while the run writes it
+
+    def release(self) -> None:
+        """Give up the run directory's lock (another process may now write it)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -264,6 +308,10 @@ class Callback:
 
     def on_rollback(self, run: Run, note: str) -> None:
         """After a divergence was rolled back to the last good state (``note`` says how)."""
+
+    def on_interrupt(self, run: Run, note: str) -> None:
+        """After a signal stopped the loop at a step boundary (``note``: where, and where
+        the state was saved)."""
 
     def on_fit_end(self, run: Run) -> None:
         """Always called, also when the loop stops with an exception."""

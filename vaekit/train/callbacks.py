@@ -111,6 +111,10 @@ class MetricsFiles(Callback):
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         distributed.on_main(lambda: (self._append(run, [f"{stamp} {note}"]), self._write(run)))
 
+    def on_interrupt(self, run: Run, note: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        distributed.on_main(lambda: self._append(run, [f"{stamp} {note}"]))
+
     def on_epoch_end(self, run: Run, row: dict[str, Any]) -> None:
         distributed.on_main(lambda: (self._write(run), self._append(run, [epoch_line(row, run)])))
 

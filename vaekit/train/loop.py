@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,18 +27,27 @@ from vaekit import distributed
 from vaekit.config import RunConfig, resume_config
 from vaekit.data.pipeline import BatchLoader, PreparedData, fixed_transform, prepare_data
 from vaekit.errors import CheckpointError, ConfigError
-from vaekit.io import write_error
+from vaekit.io import DirectoryLock, write_error
 from vaekit.limits import check_model_size
 from vaekit.models import build_model
 from vaekit.models.build import meta_model
 from vaekit.numerics import derive_seed, seeded_generator
 from vaekit.registry import LIKELIHOODS
-from vaekit.train.base import Callback, DivergenceError, Run, TrainState, rank_seed, resolve_device
+from vaekit.train.base import (
+    STOP,
+    Callback,
+    DivergenceError,
+    Interrupted,
+    Run,
+    TrainState,
+    rank_seed,
+    resolve_device,
+)
 from vaekit.train.checkpoint import has_checkpoint, load_run_config
 from vaekit.train.step import make_optimizer, make_step, schedule_notes, warmup_steps
 
 # what a run writes before its first checkpoint (tensorboard/: the TensorBoard callback's logs)
-PRE_CHECKPOINT = ("config.json", "train.log", "tensorboard")
+PRE_CHECKPOINT = ("config.json", "train.log", "tensorboard", DirectoryLock.NAME)
 
 
 def _before_first_checkpoint(p: Path) -> bool:
@@ -169,14 +179,17 @@ def _init_from_data(model: nn.Module, data: PreparedData, n: int = 10_000) -> No
 
 
 def _open_run_dir(run: Run, resume: bool) -> None:
+    """A new run directory (refused unless new or empty), or the saved run restored; locked
+    for this run (rank 0 holds the lock for the job); the run's config written."""
     if run.run_dir is None:
         return
     if not resume:
         run.notes += distributed.on_main(lambda: prepare_run_dir(run.run_dir)) or []
-    elif pre_checkpoint_only(run.run_dir):  # killed before its first checkpoint
+    run.lock = distributed.on_main(lambda: DirectoryLock(run.run_dir, "run directory").acquire())
+    if resume and pre_checkpoint_only(run.run_dir):  # killed before its first checkpoint
         run.notes.append(f"{run.run_dir} holds no checkpoint yet (the run stopped before "
                          "its first one): training starts from step 0")
-    else:
+    elif resume:
         run.restore()  # the checkpoint loaded: now record e.g. raised epochs
     distributed.on_main(lambda: run.cfg.save(run.run_dir / "config.json"))  # rank 0 writes
 
@@ -214,6 +227,7 @@ def fit(run: Run, callbacks: Sequence[Callback] = ()) -> Run:
     its last good state with the learning rate halved (``Run.rollback``), at most
     ``MAX_ROLLBACKS`` times.
     """
+    STOP.armed = True
     try:
         for cb in callbacks:
             cb.on_fit_start(run)
@@ -226,7 +240,12 @@ def fit(run: Run, callbacks: Sequence[Callback] = ()) -> Run:
                 note = run.rollback(err)
                 for cb in callbacks:
                     cb.on_rollback(run, note)
+            except Interrupted as stop:
+                for cb in callbacks:
+                    cb.on_interrupt(run, stop.line)
+                raise
     finally:
+        STOP.armed = False
         for cb in callbacks:
             cb.on_fit_end(run)
     run.model.eval()
@@ -247,6 +266,8 @@ def _fit_epoch(run: Run, callbacks: Sequence[Callback]) -> None:
         state.seen += len(batch)
         for cb in callbacks:
             cb.on_step_end(run, loss)
+        if STOP.pending(run):  # a signal asked to stop: the state is consistent here
+            raise _stopped(run)
     run.verify()  # one host sync per epoch
     loss_sum, seen = run._epoch_totals()  # of all ranks
     row = _epoch_row(state.epoch, state.step, loss_sum / max(seen, 1), seen - seen0,
@@ -259,6 +280,20 @@ def _fit_epoch(run: Run, callbacks: Sequence[Callback]) -> None:
         cb.on_epoch_end(run, row)
     if run.good is None or run.good.step != state.step:  # no checkpoint kept it (no run dir)
         run.good = run.capture()
+
+
+def _stopped(run: Run) -> Interrupted:
+    """Save the run where it stands (a run directory; after the finiteness check) and say
+    so: the stop a signal asked for, as one line."""
+    sig = STOP.signal or signal.SIGINT
+    STOP.signal = None  # taken
+    where = f"epoch {run.state.epoch + 1}, step {run.state.step}"
+    if run.run_dir is None:
+        return Interrupted(f"interrupted by {sig.name} at {where} (the run was in memory)",
+                           128 + sig.value)
+    run.checkpoint()
+    return Interrupted(f"interrupted by {sig.name} at {where}: the run was saved there; "
+                       f"continue it with `vaekit train --resume {run.run_dir}`", 128 + sig.value)
 
 
 def _epoch_row(epoch: int, step: int, loss: float, n_timed: int,

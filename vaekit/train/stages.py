@@ -75,5 +75,8 @@ def fit_stage2(stage1: VAE, data: PreparedData, cfg: RunConfig, run_dir: str | P
     out = Path(run_dir) / STAGE2
     codes = codes_data(stage1, data, cfg.data.eval_seed)
     run = setup_run(stage2_run_config(cfg), out, resume=has_checkpoint(out), data=codes)
-    return fit(run, standard_callbacks(run, progress=progress, echo=echo,
-                                       checkpoint_every=checkpoint_every))
+    try:
+        return fit(run, standard_callbacks(run, progress=progress, echo=echo,
+                                           checkpoint_every=checkpoint_every))
+    finally:
+        run.release()
