@@ -2,6 +2,7 @@
 load as valid data), never in another exception, a hang or a memory blow-up.
 
     .venv/bin/python scripts/fuzz.py --n 2000 [--seed 0] [--cap-mb 512] [--limit-mb 8]
+    .venv/bin/python scripts/fuzz.py --runs 3000 --jobs 2   # run directories, outputs, flags
 
 Inputs are mutations of small valid IDX (raw and gzip), NPY, NPZ files, IDX and NPY folders
 and PNG/JPEG image folders: truncation, bit flips, overwritten/inserted/deleted bytes, IDX
@@ -947,11 +948,20 @@ def main() -> int:
                    help="also run K refused inputs through `vaekit train` (a few s each)")
     p.add_argument("--cli-cap-mb", type=int, default=3072,
                    help="address space of each CLI child, in MiB (default 3072)")
+    p.add_argument("--runs", type=int, default=0, metavar="N",
+                   help="instead: N cases of hostile run directories, outputs and flags "
+                        "through the CLI (scripts/fuzz_runs.py)")
+    p.add_argument("--jobs", type=int, default=1, help="--runs: cases at a time (default 1)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker(args.cap_mb)
         return 0
+    if args.runs:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from fuzz_runs import campaign as run_campaign
+
+        return run_campaign(args.runs, args.seed, args.jobs)
     only = [k for k in args.only.split(",") if k]
     return campaign(args.n, args.seed, args.cap_mb, args.limit_mb, args.show_errors, only,
                     args.cli, args.cli_cap_mb)

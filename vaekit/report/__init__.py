@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from vaekit.errors import ConfigError
 from vaekit.io import atomic_write_bytes, atomic_write_text
 from vaekit.report.context import ReportContext, ReportOptions, context_of, load_context
 from vaekit.report.figures import FIGURES, FigureSpec, applicable, panels
@@ -60,6 +61,10 @@ def render_figures(ctx: ReportContext, out_dir: Path | None, progress: bool = Fa
     and NAME.svg there. (figures drawn, {name: why not} for the others)."""
     specs, skipped = applicable(ctx)
     if out_dir is not None:
+        if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+            raise ConfigError(f"{out_dir} is not a folder of the run (a symbolic link or a "
+                              "file): the report would write its figures through it",
+                              "remove it, and the report makes the folder")
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in skipped:  # files of an earlier report whose figure no longer applies
             for suffix in (".png", ".svg"):
