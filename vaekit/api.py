@@ -34,7 +34,14 @@ from vaekit.data.datasets import list_datasets
 from vaekit.errors import CheckpointError, ConfigError, VaekitError
 from vaekit.evaluation.gradients import gradient_study
 from vaekit.evaluation.suite import MAX_SAMPLES, SECTIONS, EvalOptions, evaluate_all
-from vaekit.io import JSON_LIMIT, append_text, atomic_write_bytes, atomic_write_text, read_json
+from vaekit.io import (
+    JSON_LIMIT,
+    DirectoryLock,
+    append_text,
+    atomic_write_bytes,
+    atomic_write_text,
+    read_json,
+)
 from vaekit.limits import check_samples
 from vaekit.numerics import chunks, derive_seed, seeded_generator
 from vaekit.report import ReportResult, write_report
@@ -141,12 +148,17 @@ def train_stage2(rd: RunDir, overrides: dict[str, Any] | None = None, *, progres
                               f"{rd.cfg.train.epochs}", f"finish it first: vaekit train "
                               f"--resume {rd.path}")
     distributed.init(rd.cfg.train.device)  # under torchrun: join before anything is written
-    if overrides or rd.cfg.stage2 is None:
-        rd.cfg.stage2 = stage2_settings(rd.cfg, overrides or {})
-        rd.cfg.validate()
-        distributed.on_main(lambda: rd.cfg.save(rd.path / "config.json"))  # rank 0 writes
-    return fit_stage2(rd.stage1, rd.data, rd.cfg, rd.path, progress=progress, echo=echo,
-                      checkpoint_every=checkpoint_every)
+    lock = distributed.on_main(lambda: DirectoryLock(rd.path, "run directory").acquire())
+    try:
+        if overrides or rd.cfg.stage2 is None:
+            rd.cfg.stage2 = stage2_settings(rd.cfg, overrides or {})
+            rd.cfg.validate()
+            distributed.on_main(lambda: rd.cfg.save(rd.path / "config.json"))  # rank 0 writes
+        return fit_stage2(rd.stage1, rd.data, rd.cfg, rd.path, progress=progress, echo=echo,
+                          checkpoint_every=checkpoint_every)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def record_command(run_dir: Path, argv: list[str]) -> None:
@@ -224,14 +236,15 @@ def evaluate(rd: RunDir, opts: EvalOptions, json_path: Path | None = None,
     the examples and rank 0 writes (the other ranks get None)."""
     opts.validate()
     check_evaluation(rd, opts)
+    subset = f"-first{opts.limit}" if opts.limit else ""
+    path = rd.output(json_path, f"eval-{opts.split}{subset}.json", force, "--json")
     size = len(rd.data.test if opts.split == "test" else rd.data.val)
     notes = []
     if opts.limit >= size > 0:  # no subset: the whole split's figures, in their file
         notes.append(f"--limit {opts.limit} covers the whole {opts.split} split ({size} "
                      "examples): scoring all of it")
-        opts.limit = 0
-    subset = f"-first{opts.limit}" if opts.limit else ""
-    path = rd.output(json_path, f"eval-{opts.split}{subset}.json", force, "--json")
+        opts.limit, subset = 0, ""
+        path = rd.output(json_path, f"eval-{opts.split}.json", force, "--json")
     distributed.init(rd.device.type)  # under torchrun: join the job
     with distributed.sharded():  # under torchrun: each rank a block of the examples
         res = evaluate_all(rd.model, rd.data, opts, progress=progress and distributed.world().main)
