@@ -259,15 +259,20 @@ def test_sigterm_saves_the_run_at_its_step_and_the_resume_is_identical(ring3, tm
 
 
 def test_a_second_writer_of_a_run_is_refused_naming_the_holder(ring3, tmp_path, cli, snapshot):
-    from vaekit.io import DirectoryLock
-
     run = copy_run(ring3, tmp_path)
-    lock = DirectoryLock(run, "run directory").acquire()  # as another `vaekit train` would
-    before = snapshot(run)
-    cli("train", "--resume", run, "--epochs", "4", "--no-progress").assert_user_error(
-        "is in use by another vaekit process", f"pid {os.getpid()}")
-    assert snapshot(run) == before
-    lock.release()
+    holder = subprocess.Popen(  # another process holding the run, as a running `train` would
+        [sys.executable, "-c", "import sys, time; from vaekit.io import DirectoryLock; "
+         f"lock = DirectoryLock({str(run)!r}, 'run').acquire(); print('held', flush=True); "
+         "time.sleep(120)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(run)
+        cli("train", "--resume", run, "--epochs", "4", "--no-progress").assert_user_error(
+            "is in use by another vaekit process", f"pid {holder.pid}")
+        assert snapshot(run) == before
+    finally:
+        holder.kill()
+        holder.wait()
     assert cli("train", "--resume", run, "--epochs", "4", "--no-progress").code == 0
 
 

@@ -32,7 +32,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from vaekit.errors import CheckpointError, VaekitError
 
@@ -361,16 +361,24 @@ def append_text(path: str | Path, text: str, what: str) -> None:
 
 class DirectoryLock:
     """An exclusive lock on a folder (``fcntl.flock`` on ``FOLDER/.lock``, which holds the
-    holder's pid): one writer per run directory. The kernel drops it when the process ends,
-    however it ends (a ``kill -9`` included), so a stale lock file never blocks."""
+    holder's pid): one writing process per run directory. The kernel drops it when the
+    process ends, however it ends (a ``kill -9`` included), so a stale lock file never
+    blocks. Within one process it is reentrant (a script that sets a run up stage after
+    stage holds it once); it is released when the last holder releases it or is collected."""
 
     NAME = ".lock"
+    _held: ClassVar[dict[str, list[int]]] = {}  # resolved lock path -> [descriptor, holders]
 
     def __init__(self, folder: Path, what: str) -> None:
-        self.path, self.what, self.fd = Path(folder) / self.NAME, what, -1
+        self.path, self.what, self.key = Path(folder) / self.NAME, what, ""
 
     def acquire(self) -> DirectoryLock:
         """Take the lock, or raise WriteError naming the pid that holds it."""
+        key = str(self.path.resolve())
+        if key in self._held:  # this process holds it already
+            self._held[key][1] += 1
+            self.key = key
+            return self
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         except OSError as err:
@@ -385,10 +393,17 @@ class DirectoryLock:
                              "first") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
+        self._held[key], self.key = [fd, 1], key
         return self
 
     def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)  # closing the descriptor drops the flock
-            self.fd = -1
+        key, self.key = self.key, ""
+        entry = self._held.get(key) if key else None
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._held[key]
+                os.close(entry[0])  # closing the descriptor drops the flock
+
+    def __del__(self) -> None:
+        self.release()

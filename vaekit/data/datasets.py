@@ -300,7 +300,7 @@ def load_dataset(spec: str) -> Dataset:
     try:
         return _load(spec)
     except DataError as err:
-        problem, fix = one_line(err.problem, 440), one_line(err.fix, 150)  # <= 600 in all
+        problem, fix = one_line(err.problem, 440), one_line(err.fix, 300)  # <= 750 in all
         if (problem, fix) == (err.problem, err.fix):
             raise
         raise DataError(problem, fix) from err
