@@ -360,8 +360,9 @@ def append_text(path: str | Path, text: str, what: str) -> None:
 
 
 class DirectoryLock:
-    """An exclusive lock on a folder (``fcntl.flock`` on ``FOLDER/.lock``, which holds the
-    holder's pid): one writing process per run directory. The kernel drops it when the
+    """An exclusive lock on a folder (``fcntl.flock`` on the empty file ``FOLDER/.lock``):
+    one writing process per run directory; a refusal names the holder's pid (from
+    ``/proc/locks``, where the kernel lists it). The kernel drops it when the
     process ends, however it ends (a ``kill -9`` included), so a stale lock file never
     blocks. Within one process it is reentrant (a script that sets a run up stage after
     stage holds it once); it is released when the last holder releases it or is collected."""
@@ -386,13 +387,11 @@ class DirectoryLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            holder = _flock_holder(fd)
             os.close(fd)
             raise WriteError(f"{self.what} {self.path.parent} is in use by another vaekit "
                              f"process (pid {holder})", "wait for it to finish, or stop it "
                              "first") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._held[key], self.key = [fd, 1], key
         return self
 
@@ -407,3 +406,18 @@ class DirectoryLock:
 
     def __del__(self) -> None:
         self.release()
+
+
+def _flock_holder(fd: int) -> str:
+    """The pid holding a flock on the file open as ``fd`` (Linux's ``/proc/locks``), or ?."""
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == inode:
+                    return parts[4]
+    except OSError:
+        pass
+    return "?"
