@@ -492,6 +492,16 @@ def _optimizer_of_another_shape(r: Path, t: Path) -> list:
     return ["train", "--resume", run, "--no-progress", "--allow-unverified"]
 
 
+def _optimizer_tensor_renamed(r: Path, t: Path) -> list:
+    run = legacy(copy_run(r, t))
+    path = run / "checkpoint" / "trainer.safetensors"
+    tensors = load_file(str(path))
+    key = next(k for k in tensors if k.endswith("exp_avg"))
+    tensors[key + "_renamed"] = tensors.pop(key)
+    save_file(tensors, str(path))
+    return ["train", "--resume", run, "--no-progress", "--allow-unverified"]
+
+
 def _bytes(name: str, data: bytes, make_legacy: bool = False):
     def make(r: Path, t: Path) -> list:
         run = copy_run(r, t)
@@ -546,6 +556,7 @@ BAD = {  # name -> (argv builder (ring3, tmp), fragment of the error line)
     "trainer-step-in-epoch-huge": (_trainer_edit("step_in_epoch", 10**12), "step_in_epoch"),
     "trainer-history-wrong-type": (_trainer_edit("history", "lost"), "history"),
     "trainer-optimizer-other-shape": (_optimizer_of_another_shape, "has shape (3, 3)"),
+    "trainer-optimizer-tensor-renamed": (_optimizer_tensor_renamed, "other entries than Adam's"),
     "sample-out-dangling-symlink": (lambda r, t: ["sample", copy_run(r, t), "--out",
                                                   _dangling(t, "s.png")], "symbolic link"),
     "evaluate-json-dangling-symlink": (lambda r, t: ["evaluate", copy_run(r, t), "--json",
@@ -789,3 +800,11 @@ def test_hand_edited_run_files_are_one_line_or_skipped(case, ring3, tmp_path, cl
     res = cli("evaluate", run, "--k", "2")  # rewrites what it can, keeps nothing broken
     assert res.code == 0, res.err
     json.loads((run / "eval-test.json").read_text())
+
+
+def test_world_size_garbage_is_one_line(ring3, tmp_path, cli, monkeypatch):
+    for value in ("abc", "-1", "99999999999999999999"):
+        monkeypatch.setenv("WORLD_SIZE", value)
+        cli("train", *RING, "--out", tmp_path / "new").assert_user_error("WORLD_SIZE")
+        cli("evaluate", ring3).assert_user_error("WORLD_SIZE")
+    assert not (tmp_path / "new").exists()

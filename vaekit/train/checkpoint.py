@@ -512,6 +512,7 @@ def load_state(model: nn.Module, weights: dict[str, torch.Tensor], where: Path) 
     model.load_state_dict(weights)
 
 
+ADAM_STATE = {"step", "exp_avg", "exp_avg_sq"}  # what torch's Adam keeps per parameter
 _CORRUPT = ("the checkpoint is corrupt or was edited; restore it, or move it aside to resume "
             "from an earlier one")
 
@@ -538,9 +539,15 @@ def load_optimizer(opt: torch.optim.Optimizer, snap: Snapshot, path: Path) -> No
     if sizes[0] != sizes[1]:
         raise CheckpointError(f"{path}: the optimizer state has parameter groups of sizes "
                               f"{sizes[0]}, this model's optimizer {sizes[1]}", _CORRUPT)
+    want = ADAM_STATE if isinstance(opt, torch.optim.Adam) else None
     for g, o in zip(saved, own, strict=True):
         for pid, p in zip(g["params"], o["params"], strict=True):
-            for key, t in sd["state"].get(pid, {}).items():
+            state = sd["state"].get(pid, {})
+            if want is not None and state and set(state) != want:
+                odd = sorted(set(state) ^ want)[0]
+                raise CheckpointError(f"{path}: the optimizer state of parameter {pid} has "
+                                      f"other entries than Adam's (opt.{pid}.{odd})", _CORRUPT)
+            for key, t in state.items():
                 if key != "step" and t.shape != p.shape:
                     raise CheckpointError(f"{path}: opt.{pid}.{key} has shape "
                                           f"{tuple(t.shape)}, its parameter {tuple(p.shape)}",
