@@ -156,6 +156,7 @@ LEGACY_OFFSETS = {
     "sample": 0, "gradient-noise": 0, "feature-init": 0, "feature-order": 0,
     "dataset-split": 0, "toy-train": 0, "toy-test": 1, "toy-map": 1234, "init-from-data": 0,
     "mog-means": 0,
+    "stage2-train": 0,  # added later; offset 0: train.seed 0 keeps stage 2's earlier seed
 }
 
 

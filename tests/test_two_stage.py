@@ -9,16 +9,21 @@ import pytest
 import torch
 
 from vaekit.api import load_model
-from vaekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaekit.config import DataConfig, ModelConfig, RunConfig, Stage2Config, TrainConfig
 from vaekit.data import Batch
 from vaekit.data.datasets import Dataset
 from vaekit.data.pipeline import PreparedData, fixed_transform
 from vaekit.data.transforms import protocol
-from vaekit.evaluation.diagnostics import latent_diagnostics
+from vaekit.distributions.priors import Prior
+from vaekit.evaluation.diagnostics import USED_VARIANCE, latent_diagnostics, variance_gap
 from vaekit.models import build_model
 from vaekit.models.two_stage import CodeMixture, TwoStagePrior, TwoStageVAE
+from vaekit.numerics import derive_seed
 from vaekit.registry import LIKELIHOODS
+from vaekit.report.rows import evaluation_notes, variance_split_note
+from vaekit.report.text import format_diagnostics
 from vaekit.train import fit, setup_run
+from vaekit.train.stages import stage2_run_config, stage2_seed
 
 
 @pytest.mark.parametrize("arch", ["conv", "resnet"])
@@ -72,6 +77,52 @@ def test_gamma_falls_and_the_used_dimensions_recover_the_intrinsic_dimension():
     assert end < start / 50  # by orders of magnitude (measured: 0.01 -> 4e-4)
     diag = latent_diagnostics(run.model, run.data.test)
     assert diag["used_dims"] == 1  # the manifold is 1-dimensional; k = 4
+    gap = diag["variance_gap"]  # measured: x2,500 between 2e-4 and 0.55
+    assert gap["split"] and gap["below"] == 1 and gap["ratio"] > 100, gap
+    assert diag["gamma"] == pytest.approx(end)
+    assert "split: 1 dimension below it" in variance_split_note(diag)
+
+
+def test_the_variance_gap_finds_three_dimensions_of_a_3d_manifold():
+    cfg = RunConfig(DataConfig(name="manifold:r=3,d=16,n=2000"),
+                    ModelConfig(latent_dim=6, arch={"name": "mlp", "hidden": [64, 64]},
+                                likelihood="gaussian-gamma"),
+                    TrainConfig(epochs=25, batch_size=64, lr=3e-3, device="cpu"))
+    run = fit(setup_run(cfg))
+    diag = latent_diagnostics(run.model, run.data.test)
+    gap = diag["variance_gap"]  # measured (n=3000, 40 epochs): x520 between 1.5e-3 and 0.76
+    assert diag["used_dims"] == 3 and gap["split"] and gap["below"] == 3, gap
+    assert gap["lower"] < USED_VARIANCE < gap["upper"]
+
+
+def test_an_untrained_model_shows_no_split_of_the_posterior_variances():
+    """Before training every posterior variance is about 1 (measured: 0.91-1.21, largest
+    ratio x1.15): the count of "used" dimensions means nothing, and the report says so."""
+    torch.manual_seed(0)
+    for k in (4, 64):
+        model = build_model(ModelConfig(latent_dim=k, likelihood="gaussian-gamma",
+                                        arch={"name": "mlp", "hidden": [64]}, data_shape=[16]))
+        diag = latent_diagnostics(model, torch.randn(500, 16))
+        gap = diag["variance_gap"]
+        assert not gap["split"] and 1 <= gap["ratio"] < 2, gap
+        note = variance_split_note(diag)
+        assert "no clear split" in note and "gamma" in note
+        assert "no clear split" in format_diagnostics(diag)
+        notes = evaluation_notes({"active_units": 0, "latent_dim": k, "diagnostics": diag})
+        assert any("no clear split" in n for n in notes)
+
+
+def test_the_variance_gap_is_the_largest_ratio_of_sorted_neighbours():
+    v = torch.tensor([0.9, 1e-3, 0.5, 2e-3, 1.0])  # sorted: 1e-3 2e-3 | 0.5 0.9 1.0
+    gap = variance_gap(v)
+    assert gap["below"] == 2 and gap["ratio"] == pytest.approx(250) and gap["split"]
+    assert (gap["lower"], gap["upper"]) == (pytest.approx(2e-3), pytest.approx(0.5))
+    assert not variance_gap(torch.tensor([0.1, 0.5, 0.9]))["split"]  # x5 < x10
+    assert variance_gap(torch.tensor([0.1, 0.5, 0.9]), threshold=4)["split"]
+    one = variance_gap(torch.tensor([0.01]))
+    assert one["ratio"] is None and not one["split"]
+    assert variance_split_note({"variance_gap": one, "gamma": None}).startswith("no clear")
+    assert variance_split_note({"used_dims": 3}) == ""  # a section written before the gap
 
 
 def _cluster_codes(n: int, seed: int) -> torch.Tensor:
@@ -140,6 +191,8 @@ def test_two_stage_run_end_to_end(tmp_path, cli):
     assert (run / "stage2" / "checkpoint" / "model.safetensors").is_file()
     model, _ = load_model(run)
     assert isinstance(model, TwoStageVAE) and model.stage2.latent_dim == 3
+    assert cfg["stage2"]["noise"] and model.prior.noise  # the faithful draw by default
+    assert json.loads((run / "stage2" / "config.json").read_text())["train"]["seed"] == 0
     assert model.sample(4).shape == (4, 8)
     res = cli("evaluate", run, "--k", "5", "--generation", "50")
     assert res.code == 0, res.err
@@ -151,12 +204,30 @@ def test_two_stage_run_end_to_end(tmp_path, cli):
     before = load_model(run, stage1=True)[0].state_dict()
     res = cli("train", "--resume", run, "--no-progress")
     assert res.code == 0, res.err
+    s2_path = run / "stage2" / "config.json"  # begun with another seed (as before the
+    s2_cfg = json.loads(s2_path.read_text())  # seed followed --seed): it keeps that seed
+    s2_cfg["train"]["seed"] = 7
+    s2_path.write_text(json.dumps(s2_cfg))
     res = cli("train", "--stage2", run, "--stage2-epochs", "2", "--no-progress")
     assert res.code == 0, res.err
     assert len((run / "stage2" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert json.loads(s2_path.read_text())["train"]["seed"] == 7
     after = load_model(run, stage1=True)[0].state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     cli("train", "--stage2", run, "--lr", "0.1").assert_user_error("stage-2 settings")
+    cfg["stage2"]["noise"] = False  # a saved run keeps what its config.json says
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert not load_model(run)[0].prior.noise
+
+
+def test_the_stage_two_seed_follows_the_cli_seed(tmp_path, cli):
+    run = tmp_path / "seeded"
+    res = cli("train", "--data", "manifold:r=1,d=4,n=200", "--likelihood", "gaussian-gamma",
+              "--latent-dim", "2", "--hidden", "8", "--epochs", "1", "--device", "cpu",
+              "--no-progress", "--no-report", "--seed", "5", "--two-stage",
+              "--stage2-epochs", "1", "--out", run)
+    assert res.code == 0, res.err
+    assert json.loads((run / "stage2" / "config.json").read_text())["train"]["seed"] == 5
 
 
 @pytest.mark.parametrize(("gamma_init", "collapses"), [(None, False), (0.6, True)])
@@ -217,3 +288,58 @@ def test_the_calibrated_decoder_trains_to_a_gamma_near_the_reconstruction_error(
     gamma = run.model.likelihood.extra_metrics()["gamma"]
     assert 0.5 < gamma / mse < 2.0, (gamma, mse)
     assert run.fast_path.startswith("off")  # the fast path does not know it: refused
+
+
+class _FixedU(Prior):
+    """A stage-2 prior that returns the same u every draw: isolates p2(z|u)'s noise."""
+
+    def __init__(self, u: torch.Tensor) -> None:
+        super().__init__(u.shape[0])
+        self.u = u
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.u.expand(n, -1)
+
+
+@torch.no_grad()
+def test_the_default_sampler_adds_stage_two_noise_of_variance_gamma_z():
+    """For a fixed u, z = decoder2(u) + sqrt(gamma_z) eps: the residuals r = z - decoder2(u)
+    (n, k) have sum(r^2) / gamma_z ~ chi^2 with n k degrees of freedom (a 1e-6 two-sided
+    band), mean 0 and no correlation between dimensions. The mean sampler (noise off)
+    gives r = 0, and a sampler that used gamma_z as the std would scale the sum by gamma_z."""
+    from scipy.stats import chi2
+
+    torch.manual_seed(0)
+    gamma_z, n, k = 0.04, 20000, 4
+    stage2 = build_model(ModelConfig(latent_dim=3, likelihood={"name": "gaussian-gamma",
+                                                               "gamma_init": gamma_z},
+                                     arch={"name": "mlp", "hidden": [16], "skip": True},
+                                     data_shape=[k]))
+    u = torch.randn(3)
+    stage2.prior = _FixedU(u)
+    mean = stage2.likelihood(u.expand(n, -1)).mean  # (n, k) decoder2(u), one row n times
+    assert Stage2Config().noise  # the faithful draw is the default, in config and model
+    prior = TwoStageVAE(build_model(ModelConfig(latent_dim=k, data_shape=[5])), stage2).prior
+    r = prior.sample(n, torch.Generator().manual_seed(1)) - mean  # (n, k)
+    stat, dof = float(r.double().pow(2).sum()) / gamma_z, n * k
+    assert chi2.ppf(5e-7, dof) < stat < chi2.ppf(1 - 5e-7, dof), stat / dof
+    assert r.mean(0).abs().max() < 5 * math.sqrt(gamma_z / n)
+    cov = torch.cov(r.T.double())  # (k, k) ~ gamma_z I
+    off = cov - torch.diag(torch.diag(cov))
+    assert off.abs().max() < 5 * gamma_z / math.sqrt(n)
+    still = TwoStagePrior(stage2, noise=False).sample(n, torch.Generator().manual_seed(1))
+    assert torch.equal(still, mean)  # the mean sampler: no spread at all (statistic 0)
+
+
+def test_stage_two_is_seeded_by_the_runs_seed():
+    """Stage 2's seed is train.seed + stage2.train.seed: seed 0 keeps the seed stage 2 had
+    before (its own, default 0) and --seed moves it."""
+    def seed(run_seed: int, own: int = 0) -> int:
+        s2 = Stage2Config(train=TrainConfig(epochs=1, seed=own))
+        cfg = RunConfig(train=TrainConfig(seed=run_seed), stage2=s2)
+        assert stage2_seed(cfg) == stage2_run_config(cfg).train.seed
+        return stage2_run_config(cfg).train.seed
+
+    assert seed(0) == 0 and seed(0, own=4) == 4  # as before this purpose existed
+    assert seed(3) == derive_seed(3, "stage2-train") == 3 and seed(3, own=4) == 7
+    assert seed(1) != seed(2)

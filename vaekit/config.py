@@ -220,11 +220,16 @@ def _stage2_model() -> ModelConfig:
 @dataclass
 class Stage2Config:
     """The second VAE of a two-stage run (Dai & Wipf 2019), fitted to stage 1's codes
-    z = mu + sigma * eps (redrawn at every visit) and used as stage 1's prior."""
+    z = mu + sigma * eps (redrawn at every visit) and used as stage 1's prior.
+
+    Its training seed is the run's: ``train.seed`` + ``stage2.train.seed`` (seed purpose
+    ``stage2-train``), so ``--seed`` moves both stages. Generation draws
+    z = decoder2(u) + sqrt(gamma_z) eps, as the authors' code (``noise``; false: the mean
+    decoder2(u), the "mean sampler")."""
 
     model: ModelConfig = field(default_factory=_stage2_model)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
-    noise: bool = False  # generate z with p2(z|u)'s noise gamma_z (default: its mean)
+    noise: bool = True  # generate z ~ p2(z|u) = N(decoder2(u), gamma_z I); false: its mean
 
     def validate(self) -> None:
         if self.model.latent_dim < 0:

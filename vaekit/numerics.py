@@ -233,6 +233,10 @@ SEED_PURPOSES: dict[str, SeedPurpose] = {
     "data-order": SeedPurpose(1, _TRAIN, "the loader's generator: epoch order, dynamic "
                               "transforms"),
     "sample-grid": SeedPurpose(0, _TRAIN, "the samples logged during training"),
+    "stage2-train": SeedPurpose(0, _TRAIN, "two-stage: the seed stage 2 trains with (its "
+                                "init, data order, noise), plus the stage2 section's own "
+                                "train.seed (default 0; before this purpose stage 2 ran at "
+                                "that seed alone, so train.seed 0 keeps its numbers)"),
     "elbo": SeedPurpose(0, _EVAL, "the indexed noise of the one-sample ELBO terms"),
     "importance": SeedPurpose(1, _EVAL, "the indexed noise of importance-sampled log p(x) and "
                               "IWAE-k"),

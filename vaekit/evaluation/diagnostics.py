@@ -12,7 +12,9 @@ from vaekit.models.vae import VAE
 from vaekit.numerics import EVAL_BATCH, chunks
 
 USED_VARIANCE = 0.1  # a latent dimension is "used" when its mean posterior variance is below
-
+# the sorted mean posterior variances split in two (used / unused) when their largest
+# consecutive ratio is at least this: one order of magnitude between the two groups
+SPLIT_RATIO = 10.0
 
 
 @torch.no_grad()
@@ -44,13 +46,37 @@ def posterior_statistics(model: VAE, data: Batch | torch.Tensor, batch_size: int
     return kl, torch.cat(mus), torch.stack(variances).sum(0) / len(data)
 
 
+def variance_gap(post_var: torch.Tensor, threshold: float = SPLIT_RATIO) -> dict[str, Any]:
+    """The largest gap of the sorted mean posterior variances v_(1) <= ... <= v_(k) (L,):
+
+        i* = argmax_i log v_(i+1) - log v_(i),   ratio = v_(i*+1) / v_(i*)
+
+    ``below`` = i* dimensions lie under it (v_(i*) = ``lower``, v_(i*+1) = ``upper``).
+    ``split`` when ratio >= ``threshold``: only then do the variances fall into a used and
+    an unused group, and ``below`` estimates the intrinsic dimension (Dai & Wipf 2019);
+    with fewer than 2 dimensions, or all used or all unused, there is no gap to find."""
+    v = post_var.double().clamp_min(1e-300).sort().values  # (L,) ascending
+    out: dict[str, Any] = {"ratio": None, "below": None, "lower": None, "upper": None,
+                           "split": False, "threshold": threshold}
+    if len(v) < 2:
+        return out
+    log_gaps = v.log().diff()  # (L - 1,) log v_(i+1) - log v_(i)
+    i = int(log_gaps.argmax())
+    out.update(ratio=round(float(log_gaps[i].exp()), 4), below=i + 1,
+               lower=round(float(v[i]), 6), upper=round(float(v[i + 1]), 6))
+    out["split"] = out["ratio"] >= threshold
+    return out
+
+
 def latent_diagnostics(model: VAE, data: Batch | torch.Tensor,
                        batch_size: int = EVAL_BATCH) -> dict[str, Any]:
     """Active units (Burda et al.: Cov_x(E_q[z_j]) > 0.01), KL per dimension, a collapse
     warning, and the dimensions the model uses in the sense of Dai & Wipf (2019): as the
     decoder variance gamma -> 0, the posterior variance of a used dimension falls far below
     1 and that of an unused one stays near 1, so their count estimates the intrinsic
-    dimension of the data (for a model that has converged)."""
+    dimension of the data (for a model that has converged): ``variance_gap`` says whether
+    the variances have split in two (:func:`variance_gap`), beside the decoder's ``gamma``
+    (None for a likelihood without one)."""
     kl, mu, post_var = posterior_statistics(model, data, batch_size)
     variance = mu.double().var(0)
     used = post_var < USED_VARIANCE
@@ -63,6 +89,8 @@ def latent_diagnostics(model: VAE, data: Batch | torch.Tensor,
         "cov_mean_per_dim": [round(float(v), 6) for v in variance],
         "posterior_variance_per_dim": [round(float(v), 6) for v in post_var],
         "used_dims": int(used.sum()), "used_threshold": USED_VARIANCE,
+        "variance_gap": variance_gap(post_var),
+        "gamma": model.likelihood.extra_metrics().get("gamma"),
         "warning": None,
     }
     if n_active < n / 2:

@@ -5,7 +5,8 @@ intrinsic dimension). Stage 2 is a second VAE fitted to stage 1's codes z ~ q1(z
 marginal approximates the aggregate posterior q1(z) = E_x q1(z|x), which a VAE with a small
 gamma leaves far from N(0, I). Generation samples the aggregate posterior instead of N(0, I):
 
-    u ~ N(0, I),   z = mean of p2(z|u) (+ its noise gamma_z when ``noise``),   x = mean of p1(x|z)
+    u ~ N(0, I),   z = decoder2(u) + sqrt(gamma_z) eps (``noise``, the default, as the
+    authors' code; without it the mean decoder2(u)),   x = mean of p1(x|z)
 
 Fitting a model of the codes "ex post" is also what Ghosh et al. (2020) do with a Gaussian
 mixture (:class:`CodeMixture`), the baseline that the comparison includes.
@@ -59,7 +60,9 @@ def posterior_codes(model: VAE, x: torch.Tensor, batch_size: int = EVAL_BATCH) -
 
 
 class TwoStagePrior(Prior):
-    """p(z) of the stage-2 VAE, for sampling: u ~ p2(u), z = E[p2(z|u)] (+ its noise).
+    """p(z) of the stage-2 VAE, for sampling: u ~ p2(u), then z ~ p2(z|u) =
+    N(decoder2(u), gamma_z I), i.e. z = decoder2(u) + sqrt(gamma_z) eps (``noise``), or the
+    mean z = decoder2(u) (``noise=False``, the "mean sampler").
 
     Its density is an intractable integral over u, so ``has_log_prob`` is False: estimators
     that need log p(z) refuse it, and a two-stage model is scored through its stages.
@@ -67,7 +70,7 @@ class TwoStagePrior(Prior):
 
     has_log_prob = False
 
-    def __init__(self, stage2: VAE, noise: bool = False) -> None:
+    def __init__(self, stage2: VAE, noise: bool = True) -> None:
         super().__init__(stage2.event_shape[0])
         self.stage2, self.noise = stage2, noise
 
@@ -75,7 +78,7 @@ class TwoStagePrior(Prior):
         u = self.stage2.prior.sample(n, generator)  # (n, k2)
         pz = self.stage2.likelihood(u)
         z = pz.mean
-        if self.noise:  # a draw of p2(z|u) = N(mean, gamma_z I)
+        if self.noise:  # a draw of p2(z|u): + stddev = sqrt(gamma_z) times eps ~ N(0, I)
             eps = torch.randn(z.shape, generator=generator,
                               device=self._draw_device(generator)).to(z)
             z = reparameterize(z, pz.stddev, eps)
@@ -91,7 +94,7 @@ class TwoStageVAE(VAE):
     through both stages. ``stage1`` is the same networks with stage 1's own N(0, I) prior
     (what the ELBO and the log p(x) estimators score); ``stage2`` the VAE of the codes."""
 
-    def __init__(self, stage1: VAE, stage2: VAE, noise: bool = False) -> None:
+    def __init__(self, stage1: VAE, stage2: VAE, noise: bool = True) -> None:
         super().__init__(stage1.encoder, stage1.likelihood, TwoStagePrior(stage2, noise),
                          stage1.condition)
         self.stage1_prior = stage1.prior

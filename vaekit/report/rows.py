@@ -80,14 +80,34 @@ def evaluation_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def variance_split_note(diag: dict[str, Any]) -> str:
+    """Whether the sorted mean posterior variances split in two (the ``variance_gap`` of
+    :func:`vaekit.evaluation.diagnostics.latent_diagnostics`), with gamma; "" for a
+    diagnostics section written before it existed."""
+    g = diag.get("variance_gap")
+    if not g:
+        return ""
+    gamma = "" if diag.get("gamma") is None else f"; gamma {diag['gamma']:.4g}"
+    if g["ratio"] is None:
+        return f"no clear split (one latent dimension){gamma}"
+    gap = (f"largest gap of the sorted posterior variances x{g['ratio']:.3g} after the "
+           f"{g['below']} smallest ({g['lower']:.3g} -> {g['upper']:.3g})")
+    dims = f"{g['below']} dimension{'s' if g['below'] > 1 else ''}"
+    verdict = (f"split: {dims} below it" if g["split"] else
+               f"no clear split (a split needs x{g['threshold']:g}): the count is no estimate")
+    return f"{gap}; {verdict}{gamma}"
+
+
 def evaluation_notes(r: dict[str, Any]) -> list[str]:
     """The facts beside the rows: active units, used dimensions, learned variances."""
     notes = [f"active latent units (Cov_x E_q[z_u|x] > 0.01): {r['active_units']} of "
              f"{r['latent_dim']}"]
     diag = r.get("diagnostics")
     if diag:
+        split = variance_split_note(diag)
         notes.append(f"used dimensions (mean posterior variance < {diag['used_threshold']}; "
-                     f"Dai & Wipf's intrinsic dimension): {diag['used_dims']}")
+                     f"Dai & Wipf's intrinsic dimension): {diag['used_dims']}"
+                     + (f" ({split})" if split else ""))
     notes += [f"learned {k[len('likelihood_'):]}: {v:.6g}" for k, v in r.items()
               if k.startswith("likelihood_")]
     return notes

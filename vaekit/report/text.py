@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vaekit.report.rows import Row, evaluation_notes, evaluation_rows
+from vaekit.report.rows import Row, evaluation_notes, evaluation_rows, variance_split_note
 
 GROUP_ORDER = ("encoder", "decoder")  # parameter groups of the gradient table
 
@@ -49,6 +49,9 @@ def format_diagnostics(d: dict[str, Any]) -> str:
     lines = [f"latent diagnostics: {d['active_units']} of {d['latent_dim']} units active "
              f"(Cov_x E_q[z_j] > {d['active_threshold']}); {d['used_dims']} used (mean posterior "
              f"variance < {d['used_threshold']}: the intrinsic dimension, Dai & Wipf)"]
+    split = variance_split_note(d)
+    if split:
+        lines.append(f"  {split}")
     if kl is None:
         lines.append("  KL per dimension: not defined (the prior does not factorize)")
     else:

@@ -32,7 +32,7 @@ from vaekit.numerics import derive_seed
 from vaekit.registry import LIKELIHOODS
 from vaekit.train.base import Run
 from vaekit.train.callbacks import standard_callbacks
-from vaekit.train.checkpoint import has_checkpoint
+from vaekit.train.checkpoint import has_checkpoint, load_run_config
 from vaekit.train.loop import fit, setup_run
 
 STAGE2 = "stage2"  # the sub-folder of a run directory that holds stage 2
@@ -57,12 +57,21 @@ def codes_data(model: VAE, data: PreparedData, eval_seed: int) -> PreparedData:
                         protocol(CODES, lik, None, val_seed), lik, val)
 
 
+def stage2_seed(cfg: RunConfig) -> int:
+    """Stage 2's training seed: the run's ``train.seed`` (purpose ``stage2-train``) plus
+    the ``stage2`` section's own ``train.seed`` (default 0), so ``--seed`` moves both
+    stages and ``train.seed`` 0 keeps the seed stage 2 had before it followed the run's."""
+    s2 = cfg.stage2 or Stage2Config()
+    return derive_seed(cfg.train.seed, "stage2-train") + s2.train.seed
+
+
 def stage2_run_config(cfg: RunConfig) -> RunConfig:
-    """The RunConfig of stage 2 from the run's ``stage2`` section (latent 0 = stage 1's)."""
+    """The RunConfig of stage 2 from the run's ``stage2`` section (latent 0 = stage 1's),
+    seeded by :func:`stage2_seed`."""
     s2 = cfg.stage2 or Stage2Config()
     model = dataclasses.replace(s2.model, latent_dim=s2.model.latent_dim or cfg.model.latent_dim,
                                 data_shape=[], data_levels=0, num_classes=0)
-    train = dataclasses.replace(s2.train, device=cfg.train.device)
+    train = dataclasses.replace(s2.train, device=cfg.train.device, seed=stage2_seed(cfg))
     return RunConfig(DataConfig(name="stage-1 codes", transform=CODES), model, train)
 
 
@@ -72,9 +81,12 @@ def fit_stage2(stage1: VAE, data: PreparedData, cfg: RunConfig, run_dir: str | P
     """Fit stage 2 of the run ``cfg`` (its ``stage2`` section) on the codes of the trained
     ``stage1`` model of ``data``, into ``run_dir/stage2``; or continue it where its
     checkpoint stopped. Returns the stage-2 run."""
-    out = Path(run_dir) / STAGE2
+    out, resume = Path(run_dir) / STAGE2, has_checkpoint(Path(run_dir) / STAGE2)
     codes = codes_data(stage1, data, cfg.data.eval_seed)
-    run = setup_run(stage2_run_config(cfg), out, resume=has_checkpoint(out), data=codes)
+    s2cfg = stage2_run_config(cfg)
+    if resume:  # a stage 2 begun earlier continues with the seed it began with
+        s2cfg.train.seed = load_run_config(out).train.seed
+    run = setup_run(s2cfg, out, resume=resume, data=codes)
     try:
         return fit(run, standard_callbacks(run, progress=progress, echo=echo,
                                            checkpoint_every=checkpoint_every))
