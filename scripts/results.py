@@ -17,6 +17,7 @@ import torch
 
 from vaekit.api import train
 from vaekit.config import DataConfig, RunConfig, TrainConfig
+from vaekit.evaluation.estimators import JACKKNIFE_GROUPS
 from vaekit.evaluation.metrics import to_bits_per_dim
 from vaekit.evaluation.suite import EvalOptions, evaluate_all
 from vaekit.report.plots import save_loglik_curve
@@ -57,9 +58,12 @@ def table(r: dict, meta: dict) -> str:
         ks = [k for k in ("1000", str(e["k"])) if k in e["curve"]]
         for k in dict.fromkeys(ks):
             est = "z ~ q(z\\|x)" if name == "importance" else "z ~ p(z) (naive)"
-            ess = (f"median {e['ess_median']:.1f}, p5 {e['ess_p5']:.1f}" if k == str(e["k"])
-                   else "–")
-            rows.append((f"log p(x), K={k}", est, fmt(e["curve"][k], e["curve_se"][k]),
+            full = k == str(e["k"])
+            ess = f"median {e['ess_median']:.1f}, p5 {e['ess_p5']:.1f}" if full else "–"
+            se = e["curve_se"][k]
+            if full and "log_px_se_total" in e:  # shared prior samples: add their MC error
+                se, est = e["log_px_se_total"], est + " ‡"
+            rows.append((f"log p(x), K={k}", est, fmt(e["curve"][k], se),
                          bpd(e["curve"][k], r), ess))
     rows.append(("ELBO gap ≈ KL(q‖p(z\\|x))", f"log p̂(x) − ELBO, K={imp['k']}",
                  fmt(m["elbo_gap"]["mean"], m["elbo_gap"]["se"]), "–", "–"))
@@ -71,7 +75,13 @@ def table(r: dict, meta: dict) -> str:
             "|---|---|---|---|---|"]
     body = [f"| {' | '.join(row)} |" for row in rows]
     d = r["diagnostics"]
-    foot = [f"\nActive units: {d['active_units']} of {d['latent_dim']}. Protocol: "
+    foot = [f"\n± is the standard error over the test examples. ‡ The naive estimator's K prior "
+            f"samples are shared by all examples, so its Monte-Carlo error does not average "
+            f"out over them: its ± adds (in quadrature) a delete-a-group jackknife over "
+            f"{JACKKNIFE_GROUPS} groups of the samples, {naive['log_px_se_mc']:.2f} nats; its "
+            f"K = 1000 row (a prefix of the same samples) shows the spread over examples only."
+            if "log_px_se_mc" in naive else "",
+            f"\nActive units: {d['active_units']} of {d['latent_dim']}. Protocol: "
             f"{r['protocol']}. {meta['config']}. Evaluation took {r['seconds']:.0f} s "
             f"({meta['machine']})."]
     return "\n".join(head + body + foot) + "\n"
